@@ -1,0 +1,1 @@
+//! sidekey audit (skeleton).

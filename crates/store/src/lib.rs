@@ -1,0 +1,1 @@
+//! sidekey store (skeleton).

@@ -1,0 +1,1 @@
+//! sidekey test-support (skeleton).
