@@ -1,1 +1,5 @@
-fn main() {}
+//! `sidekey`: see the library for everything.
+
+fn main() -> std::process::ExitCode {
+    sidekey_cli::main()
+}

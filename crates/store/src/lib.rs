@@ -1,1 +1,711 @@
-//! sidekey store (skeleton).
+//! sidekey's stores: where secrets live and who holds their keys.
+//!
+//! Two backends behind one [`Store`]: AWS SSM Parameter Store with KMS
+//! (production) and an embedded local store with a local master key
+//! (laptops, the quick start, fast tests). Both store sidekey's `sk1.`
+//! envelopes; SSM also serves native SecureStrings written by other tools.
+//!
+//! This is the I/O edge: it depends on the pure crates (`sidekey-model`,
+//! `sidekey-envelope`) and on tokio and the AWS SDK; no pure crate depends
+//! on it. Values are [`Secret`]s from the moment they are read; no error or
+//! log line here carries one.
+
+mod config;
+mod error;
+mod keys;
+mod local;
+mod params;
+mod retry;
+mod ssm;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sidekey_envelope::{Binding, DataKey, Envelope, Secret};
+use sidekey_model::{Environment, Key, ParamPath, Prefix, Selector, Service};
+use tokio::time::Instant;
+
+pub use config::{aws_config, parse_timeout, AwsSettings, Backend};
+pub use error::{Result, StoreError};
+pub use keys::{Keys, NewDataKey};
+pub use local::{load_master_key, LocalParams};
+pub use params::{
+    HistoryEntry, ParamInfo, ParamType, Params, PutRequest, StoredParam, BATCH, MAX_VALUE_BYTES,
+};
+pub use retry::Retry;
+pub use ssm::SsmParams;
+
+/// How a value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// sidekey's `sk1.` envelope.
+    Envelope,
+    /// A native SecureString (SSM decrypts it).
+    Native,
+    /// A plain String parameter written by another tool: used as is.
+    Plain,
+}
+
+impl ValueKind {
+    /// Short name for listings and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueKind::Envelope => "envelope",
+            ValueKind::Native => "native",
+            ValueKind::Plain => "plain",
+        }
+    }
+}
+
+/// Everything needed to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    pub prefix: Prefix,
+    /// KMS key id, ARN or alias (ignored by the local store).
+    pub kms_key: String,
+    pub aws: AwsSettings,
+    /// The overall deadline of one command or fetch, retries included.
+    pub timeout: Duration,
+    /// Recorded as the author of local writes.
+    pub actor: String,
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Write a native SecureString instead of an envelope.
+    pub native: bool,
+    /// Move this label to the new version.
+    pub label: Option<String>,
+}
+
+/// A value read and decrypted.
+#[derive(Debug)]
+pub struct Revealed {
+    pub path: ParamPath,
+    pub value: Secret,
+    pub version: u64,
+    pub kind: ValueKind,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// Metadata of one key of an environment: never a value.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub path: ParamPath,
+    pub version: u64,
+    pub last_modified: Option<SystemTime>,
+    pub last_modified_user: Option<String>,
+}
+
+/// A written version.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: ParamPath,
+    pub version: u64,
+}
+
+/// The data key a service's writes use.
+#[derive(Debug)]
+struct WriteKey {
+    key: DataKey,
+    wrapped: Vec<u8>,
+    key_id: String,
+}
+
+type ReadCacheKey = (Vec<u8>, String, String);
+
+/// The secrets store: envelopes over a parameter backend and a key backend.
+#[derive(Debug)]
+pub struct Store {
+    params: Params,
+    keys: Keys,
+    prefix: Prefix,
+    timeout: Duration,
+    deadline: Mutex<Instant>,
+    write_keys: Mutex<HashMap<(String, String), Arc<WriteKey>>>,
+    read_keys: Mutex<HashMap<ReadCacheKey, Arc<DataKey>>>,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Store {
+    /// Opens the configured store. The local store's master key is created
+    /// on first use; SSM needs nothing up front (no call is made here).
+    pub async fn open(config: &StoreConfig) -> Result<Store> {
+        let (params, keys) = match &config.backend {
+            Backend::Ssm => {
+                let sdk = aws_config(&config.aws).await;
+                if sdk.region().is_none() {
+                    return Err(StoreError::Config(
+                        "no AWS region: set --region or AWS_REGION".to_owned(),
+                    ));
+                }
+                (
+                    Params::Ssm(SsmParams::new(aws_sdk_ssm::Client::new(&sdk))),
+                    Keys::Kms {
+                        client: aws_sdk_kms::Client::new(&sdk),
+                        key: config.kms_key.clone(),
+                    },
+                )
+            }
+            Backend::File(dir) => {
+                let master = load_master_key(dir, true)?.ok_or_else(|| {
+                    StoreError::Config(format!("no master key in {}", dir.display()))
+                })?;
+                (
+                    Params::Local(LocalParams::new(dir.clone(), config.actor.clone())),
+                    Keys::Local(master),
+                )
+            }
+        };
+        Ok(Store::from_parts(
+            params,
+            keys,
+            config.prefix.clone(),
+            config.timeout,
+        ))
+    }
+
+    /// A store over given backends.
+    pub fn from_parts(params: Params, keys: Keys, prefix: Prefix, timeout: Duration) -> Store {
+        Store {
+            params,
+            keys,
+            prefix,
+            timeout,
+            deadline: Mutex::new(Instant::now() + timeout),
+            write_keys: Mutex::new(HashMap::new()),
+            read_keys: Mutex::new(HashMap::new()),
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    /// The parameter prefix.
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// The configured key (KMS key id, ARN or alias; local fingerprint).
+    pub fn key_id(&self) -> String {
+        self.keys.configured()
+    }
+
+    /// The parameter backend, for callers that plan their own reads.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Starts a new overall deadline (a long-running agent calls this
+    /// before each refresh).
+    pub fn restart_deadline(&self) {
+        *lock(&self.deadline) = Instant::now() + self.timeout;
+    }
+
+    /// The retry policy for the current deadline.
+    pub fn retry(&self) -> Retry {
+        Retry::until(*lock(&self.deadline))
+    }
+
+    fn path(&self, env: &Environment, service: &Service, key: &Key) -> ParamPath {
+        ParamPath::new(&self.prefix, env, service, key)
+    }
+
+    /// Writes `value` as a new version of ENV/SERVICE/KEY.
+    pub async fn put(
+        &self,
+        env: &Environment,
+        service: &Service,
+        key: &Key,
+        value: &Secret,
+        options: &PutOptions,
+    ) -> Result<Written> {
+        let mut written = self
+            .put_many(env, service, &[(key.clone(), value)], options)
+            .await?;
+        written
+            .pop()
+            .ok_or_else(|| StoreError::Invalid("nothing was written".to_owned()))
+    }
+
+    /// Writes several keys of one service with one data key. Every value is
+    /// checked (empty, size) before anything is written.
+    pub async fn put_many(
+        &self,
+        env: &Environment,
+        service: &Service,
+        items: &[(Key, &Secret)],
+        options: &PutOptions,
+    ) -> Result<Vec<Written>> {
+        for (key, value) in items {
+            check_not_empty(&self.path(env, service, key), value)?;
+        }
+        let mut stored: Vec<(ParamPath, Vec<u8>)> = Vec::with_capacity(items.len());
+        if options.native {
+            for (key, value) in items {
+                let path = self.path(env, service, key);
+                check_size(&path, value.len(), value.len(), MAX_VALUE_BYTES)?;
+                if std::str::from_utf8(value.expose()).is_err() {
+                    return Err(StoreError::Invalid(format!(
+                        "value for {path} is not valid UTF-8: a native SecureString holds text only (drop --native to store any bytes)"
+                    )));
+                }
+                stored.push((path, value.expose().to_vec()));
+            }
+        } else {
+            let write_key = self
+                .write_key(env, service, items.first().map(|(k, _)| k))
+                .await?;
+            for (key, value) in items {
+                let path = self.path(env, service, key);
+                let (kid, wrapped) = (write_key.key_id.len(), write_key.wrapped.len());
+                let size = Envelope::encoded_len(value.len(), kid, wrapped);
+                if size > MAX_VALUE_BYTES {
+                    let max_value = (0..MAX_VALUE_BYTES)
+                        .rev()
+                        .find(|&n| Envelope::encoded_len(n, kid, wrapped) <= MAX_VALUE_BYTES)
+                        .unwrap_or(0);
+                    check_size(&path, value.len(), size, max_value)?;
+                }
+                let binding = Binding {
+                    environment: env.as_str(),
+                    service: service.as_str(),
+                    key: key.as_str(),
+                };
+                let envelope = sidekey_envelope::seal(
+                    &write_key.key,
+                    &write_key.key_id,
+                    &write_key.wrapped,
+                    binding,
+                    value.expose(),
+                    &self.rng,
+                )
+                .map_err(|e| StoreError::Invalid(format!("cannot seal {path}: {e}")))?;
+                stored.push((path, envelope.encode().into_bytes()));
+            }
+        }
+        let kms_key = self.key_id();
+        let mut written = Vec::with_capacity(stored.len());
+        for (path, bytes) in &stored {
+            let name = path.to_string();
+            let request = PutRequest {
+                name: &name,
+                value: bytes,
+                param_type: if options.native {
+                    ParamType::SecureString
+                } else {
+                    ParamType::String
+                },
+                kms_key: options.native.then_some(kms_key.as_str()),
+                overwrite: true,
+            };
+            let version = self
+                .params
+                .put(&request, self.retry())
+                .await
+                .map_err(|e| partial(e, &written))?;
+            if let Some(label) = &options.label {
+                self.params
+                    .label(&name, version, label, self.retry())
+                    .await?;
+            }
+            tracing::debug!(parameter = %name, version, "written");
+            written.push(Written {
+                path: path.clone(),
+                version,
+            });
+        }
+        Ok(written)
+    }
+
+    /// The data key new writes to (env, service) use: the service's current
+    /// one when it has values (one KMS Decrypt), else a new one (one KMS
+    /// GenerateDataKey). Cached for the life of this store.
+    async fn write_key(
+        &self,
+        env: &Environment,
+        service: &Service,
+        hint: Option<&Key>,
+    ) -> Result<Arc<WriteKey>> {
+        let cache_key = (env.as_str().to_owned(), service.as_str().to_owned());
+        if let Some(k) = lock(&self.write_keys).get(&cache_key) {
+            return Ok(k.clone());
+        }
+        let binding = Binding {
+            environment: env.as_str(),
+            service: service.as_str(),
+            key: "",
+        };
+        let context = binding.kms_context();
+        let current = self.current_envelope(env, service, hint).await?;
+        let write_key = match current {
+            Some((name, envelope)) => {
+                let key = self
+                    .keys
+                    .unwrap(
+                        &envelope.wrapped_key,
+                        &envelope.key_id,
+                        &context,
+                        &name,
+                        self.retry(),
+                    )
+                    .await?;
+                WriteKey {
+                    key,
+                    wrapped: envelope.wrapped_key,
+                    key_id: envelope.key_id,
+                }
+            }
+            None => {
+                let target = sidekey_model::service_path(&self.prefix, env, service);
+                let new = self.keys.generate(&context, &target, self.retry()).await?;
+                WriteKey {
+                    key: new.key,
+                    wrapped: new.wrapped,
+                    key_id: new.key_id,
+                }
+            }
+        };
+        let write_key = Arc::new(write_key);
+        lock(&self.write_keys).insert(cache_key, write_key.clone());
+        Ok(write_key)
+    }
+
+    /// The newest envelope of a service: the hinted key's own value when it
+    /// has one (one read), else the most recently written value of the
+    /// service.
+    async fn current_envelope(
+        &self,
+        env: &Environment,
+        service: &Service,
+        hint: Option<&Key>,
+    ) -> Result<Option<(String, Envelope)>> {
+        if let Some(key) = hint {
+            let name = self.path(env, service, key).to_string();
+            match self.params.get(&name, None, self.retry()).await {
+                Ok(p) => {
+                    if let Some(envelope) = as_envelope(&p) {
+                        return Ok(Some((name, envelope)));
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let path = sidekey_model::service_path(&self.prefix, env, service);
+        let mut all = self.params.get_by_path(&path, self.retry()).await?;
+        all.sort_by_key(|p| p.last_modified);
+        Ok(all
+            .iter()
+            .rev()
+            .find_map(|p| as_envelope(p).map(|e| (p.name.clone(), e))))
+    }
+
+    /// Reads and decrypts one key, at a version or label if given.
+    pub async fn get(
+        &self,
+        env: &Environment,
+        service: &Service,
+        key: &Key,
+        selector: &Selector,
+    ) -> Result<Revealed> {
+        let path = self.path(env, service, key);
+        let name = path.to_string();
+        let suffix = selector.ssm_suffix();
+        let stored = self
+            .params
+            .get(&name, suffix.as_deref(), self.retry())
+            .await?;
+        self.reveal(path, stored).await
+    }
+
+    /// Decrypts a parameter read from `path`. The envelope is bound to the
+    /// name it was read from: a value copied elsewhere fails here.
+    pub async fn reveal(&self, path: ParamPath, stored: StoredParam) -> Result<Revealed> {
+        let name = path.to_string();
+        let (value, kind) = match (stored.param_type, as_envelope(&stored)) {
+            (ParamType::String, Some(envelope)) => {
+                let binding = Binding {
+                    environment: path.environment().as_str(),
+                    service: path.service().as_str(),
+                    key: path.key().as_str(),
+                };
+                let key = self.read_key(&envelope, binding, &name).await?;
+                let value = sidekey_envelope::open(&envelope, &key, binding).map_err(|e| {
+                    StoreError::Decrypt {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                (value, ValueKind::Envelope)
+            }
+            (ParamType::String, None) => {
+                if stored
+                    .value
+                    .expose()
+                    .starts_with(sidekey_envelope::PREFIX.as_bytes())
+                {
+                    return Err(StoreError::Decrypt {
+                        name,
+                        reason: "the value starts with \"sk1.\" but is not a well-formed envelope"
+                            .to_owned(),
+                    });
+                }
+                (stored.value, ValueKind::Plain)
+            }
+            (ParamType::SecureString, _) => (stored.value, ValueKind::Native),
+        };
+        Ok(Revealed {
+            path,
+            value,
+            version: stored.version,
+            kind,
+            last_modified: stored.last_modified,
+        })
+    }
+
+    /// The data key of an envelope, unwrapped once per (wrapped key,
+    /// environment, service) for the life of this store.
+    async fn read_key(
+        &self,
+        envelope: &Envelope,
+        binding: Binding<'_>,
+        name: &str,
+    ) -> Result<Arc<DataKey>> {
+        let cache_key = (
+            envelope.wrapped_key.clone(),
+            binding.environment.to_owned(),
+            binding.service.to_owned(),
+        );
+        if let Some(k) = lock(&self.read_keys).get(&cache_key) {
+            return Ok(k.clone());
+        }
+        let key = self
+            .keys
+            .unwrap(
+                &envelope.wrapped_key,
+                &envelope.key_id,
+                &binding.kms_context(),
+                name,
+                self.retry(),
+            )
+            .await?;
+        let key = Arc::new(key);
+        lock(&self.read_keys).insert(cache_key, key.clone());
+        Ok(key)
+    }
+
+    /// Reads and decrypts the current value of every key of a service, in
+    /// key order.
+    pub async fn read_service(
+        &self,
+        env: &Environment,
+        service: &Service,
+    ) -> Result<Vec<Revealed>> {
+        let path = sidekey_model::service_path(&self.prefix, env, service);
+        let stored = self.params.get_by_path(&path, self.retry()).await?;
+        let mut out = Vec::with_capacity(stored.len());
+        for p in stored {
+            let Ok(param_path) = ParamPath::parse(&self.prefix, &p.name) else {
+                tracing::warn!(parameter = %p.name, "skipping a parameter whose name does not follow sidekey's layout");
+                continue;
+            };
+            out.push(self.reveal(param_path, p).await?);
+        }
+        out.sort_by(|a, b| a.path.key().cmp(b.path.key()));
+        Ok(out)
+    }
+
+    /// Metadata of every key of an environment (or one service of it).
+    pub async fn list(&self, env: &Environment, service: Option<&Service>) -> Result<Vec<KeyInfo>> {
+        let path = match service {
+            Some(s) => sidekey_model::service_path(&self.prefix, env, s),
+            None => sidekey_model::environment_path(&self.prefix, env),
+        };
+        let infos = self.params.describe(&path, self.retry()).await?;
+        Ok(infos
+            .into_iter()
+            .filter_map(|i| {
+                let path = ParamPath::parse(&self.prefix, &i.name).ok()?;
+                Some(KeyInfo {
+                    path,
+                    version: i.version,
+                    last_modified: i.last_modified,
+                    last_modified_user: i.last_modified_user,
+                })
+            })
+            .collect())
+    }
+
+    /// Every version of a key, oldest first.
+    pub async fn history(
+        &self,
+        env: &Environment,
+        service: &Service,
+        key: &Key,
+    ) -> Result<Vec<HistoryEntry>> {
+        let name = self.path(env, service, key).to_string();
+        self.params.history(&name, self.retry()).await
+    }
+
+    /// Deletes a key and all its versions.
+    pub async fn delete(
+        &self,
+        env: &Environment,
+        service: &Service,
+        key: &Key,
+    ) -> Result<ParamPath> {
+        let path = self.path(env, service, key);
+        let name = path.to_string();
+        let missing = self
+            .params
+            .delete(std::slice::from_ref(&name), self.retry())
+            .await?;
+        if !missing.is_empty() {
+            return Err(StoreError::NotFound { name });
+        }
+        Ok(path)
+    }
+
+    /// The environments that hold at least one parameter.
+    pub async fn environments(&self) -> Result<Vec<Environment>> {
+        let root = sidekey_model::prefix_path(&self.prefix);
+        let infos = self.params.describe(&root, self.retry()).await?;
+        let names: BTreeSet<Environment> = infos
+            .iter()
+            .filter_map(|i| ParamPath::parse(&self.prefix, &i.name).ok())
+            .map(|p| p.environment().clone())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    /// The services of an environment, from its keys.
+    pub async fn services(&self, env: &Environment) -> Result<Vec<Service>> {
+        let keys = self.list(env, None).await?;
+        let names: BTreeSet<Service> = keys.iter().map(|k| k.path.service().clone()).collect();
+        Ok(names.into_iter().collect())
+    }
+
+    /// Copies every key of `from` into `to`, re-encrypted under `to`'s
+    /// context. Everything is read and decrypted before anything is written.
+    pub async fn copy_environment(
+        &self,
+        from: &Environment,
+        to: &Environment,
+    ) -> Result<Vec<Written>> {
+        let mut plan: Vec<(Service, Vec<Revealed>)> = Vec::new();
+        for service in self.services(from).await? {
+            let values = self.read_service(from, &service).await?;
+            plan.push((service, values));
+        }
+        let mut written = Vec::new();
+        for (service, values) in &plan {
+            let items: Vec<(Key, &Secret)> = values
+                .iter()
+                .map(|r| (r.path.key().clone(), &r.value))
+                .collect();
+            let done = self
+                .put_many(to, service, &items, &PutOptions::default())
+                .await
+                .map_err(|e| partial(e, &written))?;
+            written.extend(done);
+        }
+        Ok(written)
+    }
+
+    /// Deletes every parameter of an environment; returns their paths.
+    pub async fn destroy_environment(&self, env: &Environment) -> Result<Vec<ParamPath>> {
+        let keys = self.list(env, None).await?;
+        let names: Vec<String> = keys.iter().map(|k| k.path.to_string()).collect();
+        self.params.delete(&names, self.retry()).await?;
+        Ok(keys.into_iter().map(|k| k.path).collect())
+    }
+
+    /// Rolls a service's data key: a new one from KMS, and every current
+    /// value re-encrypted under it as a new version.
+    pub async fn rekey(&self, env: &Environment, service: &Service) -> Result<Vec<Written>> {
+        let values = self.read_service(env, service).await?;
+        if values.is_empty() {
+            return Err(StoreError::NotFound {
+                name: sidekey_model::service_path(&self.prefix, env, service),
+            });
+        }
+        let binding = Binding {
+            environment: env.as_str(),
+            service: service.as_str(),
+            key: "",
+        };
+        let target = sidekey_model::service_path(&self.prefix, env, service);
+        let new = self
+            .keys
+            .generate(&binding.kms_context(), &target, self.retry())
+            .await?;
+        lock(&self.write_keys).insert(
+            (env.as_str().to_owned(), service.as_str().to_owned()),
+            Arc::new(WriteKey {
+                key: new.key,
+                wrapped: new.wrapped,
+                key_id: new.key_id,
+            }),
+        );
+        let items: Vec<(Key, &Secret)> = values
+            .iter()
+            .map(|r| (r.path.key().clone(), &r.value))
+            .collect();
+        self.put_many(env, service, &items, &PutOptions::default())
+            .await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn as_envelope(p: &StoredParam) -> Option<Envelope> {
+    if p.param_type != ParamType::String {
+        return None;
+    }
+    let text = std::str::from_utf8(p.value.expose()).ok()?;
+    if !sidekey_envelope::is_envelope(text) {
+        return None;
+    }
+    Envelope::decode(text).ok()
+}
+
+fn check_not_empty(path: &ParamPath, value: &Secret) -> Result<()> {
+    if value.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "value for {path} is empty: SSM does not store empty values"
+        )));
+    }
+    Ok(())
+}
+
+fn check_size(path: &ParamPath, value: usize, stored: usize, max_value: usize) -> Result<()> {
+    if stored > MAX_VALUE_BYTES {
+        return Err(StoreError::TooLarge {
+            name: path.to_string(),
+            value,
+            stored,
+            limit: MAX_VALUE_BYTES,
+            max_value,
+        });
+    }
+    Ok(())
+}
+
+/// Adds to an error what was already written when a multi-key write stops.
+fn partial(err: StoreError, written: &[Written]) -> StoreError {
+    if written.is_empty() {
+        return err;
+    }
+    let done: Vec<String> = written
+        .iter()
+        .map(|w| format!("{} v{}", w.path, w.version))
+        .collect();
+    StoreError::Invalid(format!(
+        "{err}; already written before the failure: {}",
+        done.join(", ")
+    ))
+}

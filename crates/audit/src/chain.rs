@@ -1,0 +1,223 @@
+//! Writing hash-chained streams: to any writer, or appended to a file shared
+//! by several processes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::error::AuditError;
+use crate::record::{line_hash, Component, Event, Record, GENESIS};
+
+/// The longest last line (without its newline) [`append_to_file`] reads to
+/// continue a file's chain.
+pub const TAIL_WINDOW: u64 = 64 * 1024;
+
+/// A hash-chained writer for one stream. The `prev` of each record is the
+/// [`line_hash`] of the previous line of the same stream ([`GENESIS`] for the
+/// first); `seq` starts at 1 and grows by 1.
+#[derive(Debug)]
+pub struct ChainWriter<W: Write> {
+    component: Component,
+    out: W,
+    next_seq: u64,
+    prev: String,
+}
+
+impl<W: Write> ChainWriter<W> {
+    /// A fresh stream (stdout, stderr): seq 1, prev [`GENESIS`].
+    pub fn new(component: Component, out: W) -> Self {
+        ChainWriter {
+            component,
+            out,
+            next_seq: 1,
+            prev: GENESIS.to_owned(),
+        }
+    }
+
+    /// Continues a stream after `last_line` (its seq + 1, its hash); a fresh
+    /// stream when `None`. Fails if the line is not a record.
+    pub fn resume(
+        component: Component,
+        out: W,
+        last_line: Option<&str>,
+    ) -> Result<Self, AuditError> {
+        let Some(line) = last_line else {
+            return Ok(Self::new(component, out));
+        };
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let record = Record::from_line(line).map_err(|detail| AuditError::Resume { detail })?;
+        let next_seq = record.seq.checked_add(1).ok_or(AuditError::SeqOverflow)?;
+        Ok(ChainWriter {
+            component,
+            out,
+            next_seq,
+            prev: line_hash(line),
+        })
+    }
+
+    /// Writes `event` stamped with the current time. See [`Self::write_at`].
+    pub fn write(&mut self, event: Event) -> Result<Record, AuditError> {
+        self.write_at(event, SystemTime::now())
+    }
+
+    /// Writes `event` stamped with `ts`, the next seq and the previous hash:
+    /// one line and its newline in a single `write_all`, then a flush. On an
+    /// error the chain state does not advance.
+    pub fn write_at(&mut self, event: Event, ts: SystemTime) -> Result<Record, AuditError> {
+        let record =
+            Record::from_event(self.component, event, ts, self.next_seq, self.prev.clone())?;
+        let next_seq = self
+            .next_seq
+            .checked_add(1)
+            .ok_or(AuditError::SeqOverflow)?;
+        let mut line = record.to_line()?;
+        let hash = line_hash(&line);
+        line.push('\n');
+        self.out
+            .write_all(line.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(AuditError::Write)?;
+        self.next_seq = next_seq;
+        self.prev = hash;
+        Ok(record)
+    }
+
+    /// The seq the next record will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The hash the next record will carry as `prev`.
+    pub fn prev(&self) -> &str {
+        &self.prev
+    }
+
+    /// The component stamped on every record.
+    pub fn component(&self) -> Component {
+        self.component
+    }
+
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    /// Gives back the underlying writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Appends one record to a file that several processes may share.
+///
+/// Opens `path` with O_APPEND|O_CREAT (mode 0600 on unix when created), takes
+/// an exclusive [`File::lock`], reads the last line (from the last
+/// [`TAIL_WINDOW`] bytes) to continue the chain, writes, and unlocks.
+///
+/// Refuses to write (rather than fork the chain) when the file does not end
+/// with a newline (an interrupted write), when its last line is not a record,
+/// or when that line is longer than [`TAIL_WINDOW`].
+pub fn append_to_file(
+    path: &Path,
+    component: Component,
+    event: Event,
+) -> Result<Record, AuditError> {
+    append_to_file_at(path, component, event, SystemTime::now())
+}
+
+/// [`append_to_file`] with a given time (tests).
+pub fn append_to_file_at(
+    path: &Path,
+    component: Component,
+    event: Event,
+    ts: SystemTime,
+) -> Result<Record, AuditError> {
+    let file = open_append(path).map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.lock().map_err(|source| AuditError::Lock {
+        path: path.to_owned(),
+        source,
+    })?;
+    let result = append_locked(path, &file, component, event, ts);
+    let unlocked = file.unlock().map_err(|source| AuditError::Lock {
+        path: path.to_owned(),
+        source,
+    });
+    let record = result?;
+    unlocked?;
+    Ok(record)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+fn append_locked(
+    path: &Path,
+    file: &File,
+    component: Component,
+    event: Event,
+    ts: SystemTime,
+) -> Result<Record, AuditError> {
+    let last = read_last_line(path, file)?;
+    let mut writer =
+        ChainWriter::resume(component, file, last.as_deref()).map_err(|e| match e {
+            AuditError::Resume { detail } => AuditError::Tail {
+                path: path.to_owned(),
+                detail: format!("the last line is not a valid audit record: {detail}"),
+            },
+            other => other,
+        })?;
+    writer.write_at(event, ts).map_err(|e| match e {
+        AuditError::Write(source) => AuditError::WriteFile {
+            path: path.to_owned(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// The last line of `file` without its newline; `None` for an empty file.
+fn read_last_line(path: &Path, mut file: &File) -> Result<Option<String>, AuditError> {
+    let read_err = |source| AuditError::ReadTail {
+        path: path.to_owned(),
+        source,
+    };
+    let tail_err = |detail: &str| AuditError::Tail {
+        path: path.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let len = file.metadata().map_err(read_err)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // A line that fills the window, with the newlines before and after it.
+    let start = len.saturating_sub(TAIL_WINDOW + 2);
+    file.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    let mut tail = Vec::new();
+    file.take(len - start)
+        .read_to_end(&mut tail)
+        .map_err(read_err)?;
+    let Some(body) = tail.strip_suffix(b"\n") else {
+        return Err(tail_err(
+            "the file does not end with a newline (an interrupted write?)",
+        ));
+    };
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None if start == 0 => body,
+        None => return Err(tail_err("the last line is longer than 64 KiB")),
+    };
+    let last = std::str::from_utf8(last).map_err(|_| tail_err("the last line is not UTF-8"))?;
+    Ok(Some(last.to_owned()))
+}

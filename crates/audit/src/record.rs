@@ -1,0 +1,279 @@
+//! The audit record: its fields, their JSON shape and the line hash.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{describe_json_error, AuditError};
+
+/// The `prev` of the first record of a stream: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The names of the fixed record fields, in the order they are written. An
+/// event's `extra` field may not use one of them.
+pub const RECORD_FIELDS: [&str; 13] = [
+    "ts",
+    "seq",
+    "prev",
+    "component",
+    "event",
+    "environment",
+    "namespace",
+    "pod",
+    "actor",
+    "secrets",
+    "outcome",
+    "reason",
+    "duration_ms",
+];
+
+/// Hex SHA-256 of a line's bytes, without its trailing newline (one trailing
+/// `\n`, if present, is ignored).
+pub fn line_hash(line: &str) -> String {
+    bytes_hash(line.as_bytes())
+}
+
+pub(crate) fn bytes_hash(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    hex::encode(digest(&SHA256, line).as_ref())
+}
+
+/// A reference to one secret: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretRef {
+    pub service: String,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl SecretRef {
+    /// A reference to `service`/`key`, at `version` if known.
+    pub fn new(service: impl Into<String>, key: impl Into<String>, version: Option<u64>) -> Self {
+        SecretRef {
+            service: service.into(),
+            key: key.into(),
+            version,
+        }
+    }
+}
+
+impl fmt::Display for SecretRef {
+    /// `svc/KEY@v`, or `svc/KEY` without a version.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.key)?;
+        if let Some(v) = self.version {
+            write!(f, "@{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The binary that wrote a record.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Injector,
+    Agent,
+    Cli,
+}
+
+impl Component {
+    /// The name as written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Injector => "injector",
+            Component::Agent => "agent",
+            Component::Cli => "cli",
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Component {
+    type Err = AuditError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "injector" => Ok(Component::Injector),
+            "agent" => Ok(Component::Agent),
+            "cli" => Ok(Component::Cli),
+            other => Err(AuditError::UnknownComponent(other.to_owned())),
+        }
+    }
+}
+
+/// How a decision or access ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    #[default]
+    Success,
+    Denied,
+    Failure,
+    Skipped,
+}
+
+impl Outcome {
+    /// The name as written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = AuditError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "success" => Ok(Outcome::Success),
+            "denied" => Ok(Outcome::Denied),
+            "failure" => Ok(Outcome::Failure),
+            "skipped" => Ok(Outcome::Skipped),
+            other => Err(AuditError::UnknownOutcome(other.to_owned())),
+        }
+    }
+}
+
+/// One event before it is chained: no ts/seq/prev yet.
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    /// e.g. "put", "rotate", "delete", "env-copy", "fetch", "review".
+    pub event: String,
+    pub environment: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub actor: Option<String>,
+    pub secrets: Vec<SecretRef>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Extra fields such as `kms_key` or `user`, written after the fixed
+    /// ones. A name from [`RECORD_FIELDS`] is rejected when written.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// An event named `event` with every other field empty and outcome
+    /// success.
+    pub fn new(event: impl Into<String>) -> Self {
+        Event {
+            event: event.into(),
+            ..Event::default()
+        }
+    }
+}
+
+/// The record as written. JSON field order: ts, seq, prev, component, event,
+/// environment, namespace, pod, actor, secrets, outcome, reason, duration_ms,
+/// then the extra fields. `None` is written as `null`, so every record has
+/// every field.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T10:00:00.123Z`.
+    pub ts: String,
+    pub seq: u64,
+    /// 64 hex digits: the hash of the previous line, [`GENESIS`] for the first.
+    pub prev: String,
+    pub component: Component,
+    pub event: String,
+    pub environment: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub actor: Option<String>,
+    pub secrets: Vec<SecretRef>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub duration_ms: Option<u64>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Record {
+    /// Stamps an event. Fails if the time cannot be written or an extra
+    /// field reuses a fixed field's name.
+    pub fn from_event(
+        component: Component,
+        event: Event,
+        ts: SystemTime,
+        seq: u64,
+        prev: String,
+    ) -> Result<Record, AuditError> {
+        if let Some(name) = event
+            .extra
+            .keys()
+            .find(|k| RECORD_FIELDS.contains(&k.as_str()))
+        {
+            return Err(AuditError::ReservedField(name.clone()));
+        }
+        Ok(Record {
+            ts: format_ts(ts)?,
+            seq,
+            prev,
+            component,
+            event: event.event,
+            environment: event.environment,
+            namespace: event.namespace,
+            pod: event.pod,
+            actor: event.actor,
+            secrets: event.secrets,
+            outcome: event.outcome,
+            reason: event.reason,
+            duration_ms: event.duration_ms,
+            extra: event.extra,
+        })
+    }
+
+    /// The record as one JSON line, without the newline.
+    pub fn to_line(&self) -> Result<String, AuditError> {
+        if let Some(name) = self
+            .extra
+            .keys()
+            .find(|k| RECORD_FIELDS.contains(&k.as_str()))
+        {
+            return Err(AuditError::ReservedField(name.clone()));
+        }
+        serde_json::to_string(self).map_err(AuditError::Serialize)
+    }
+
+    /// Parses one line (a trailing newline is allowed). The error detail
+    /// never quotes the line.
+    pub(crate) fn from_line(line: &str) -> Result<Record, String> {
+        serde_json::from_str(line).map_err(|e| describe_json_error(&e))
+    }
+
+    /// The record's time, if `ts` is a valid RFC 3339 UTC time.
+    pub fn time(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339_weak(&self.ts).ok()
+    }
+}
+
+/// Latest time humantime can format: 9999-12-31T23:59:59.999Z.
+const MAX_SECS: u64 = 253_402_300_800;
+
+/// Formats `t` as RFC 3339 UTC with milliseconds.
+pub(crate) fn format_ts(t: SystemTime) -> Result<String, AuditError> {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < MAX_SECS => Ok(humantime::format_rfc3339_millis(t).to_string()),
+        _ => Err(AuditError::TimeOutOfRange),
+    }
+}

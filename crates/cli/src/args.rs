@@ -1,0 +1,274 @@
+//! Command-line arguments (clap derive). Every global option can also come
+//! from the environment, as INTERFACES.md lists.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sidekey: secrets for Kubernetes pods from AWS SSM Parameter Store,
+/// encrypted under AWS KMS, one environment per namespace.
+#[derive(Debug, Parser)]
+#[command(name = "sidekey", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where secrets live: `ssm` (AWS SSM + KMS) or `file:DIR` (the embedded local store)
+    #[arg(long, env = "SIDEKEY_STORE", default_value = "ssm", global = true)]
+    pub store: String,
+
+    /// Parameter name prefix: names are /PREFIX/ENV/SERVICE/KEY
+    #[arg(long, env = "SIDEKEY_PREFIX", default_value = "sidekey", global = true)]
+    pub prefix: String,
+
+    /// KMS key (id, ARN or alias) that wraps data keys; reads pass it explicitly to KMS
+    #[arg(
+        long,
+        env = "SIDEKEY_KMS_KEY",
+        default_value = "alias/sidekey",
+        global = true
+    )]
+    pub kms_key: String,
+
+    /// AWS region (default: the AWS SDK's chain)
+    #[arg(long, env = "AWS_REGION", global = true)]
+    pub region: Option<String>,
+
+    /// AWS endpoint URL (an emulator, a VPC endpoint)
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    pub endpoint_url: Option<String>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+
+    /// Where audit records of this command go (default: standard error)
+    #[arg(long, env = "SIDEKEY_AUDIT_LOG", global = true)]
+    pub audit_log: Option<PathBuf>,
+
+    /// Overall deadline of the command, retries included (e.g. 30s, 2m)
+    #[arg(long, env = "SIDEKEY_TIMEOUT", default_value = "30s", global = true)]
+    pub timeout: String,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Where a new value comes from.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ValueSource {
+    /// Read the value from this file, byte for byte (default: standard input)
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+
+    /// Generate a random value of N characters from A-Z, a-z and 0-9
+    #[arg(long, value_name = "N")]
+    pub generate: Option<usize>,
+}
+
+/// The ops commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new version of a secret (value from stdin, --from-file or --generate)
+    Put {
+        env: String,
+        service: String,
+        key: String,
+        #[command(flatten)]
+        source: ValueSource,
+        /// Write a native SecureString (readable by aws-cli, chamber, the console) instead of an envelope
+        #[arg(long)]
+        native: bool,
+        /// Move this label to the new version
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Show a secret's metadata, or with --reveal exactly its value bytes on stdout
+    Get {
+        env: String,
+        service: String,
+        key: String,
+        /// A version number
+        #[arg(long, conflicts_with = "label")]
+        version: Option<String>,
+        /// A label
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the value (exactly its bytes, no newline added)
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// List the keys of an environment (or one service): versions, times, authors; never values
+    List {
+        env: String,
+        service: Option<String>,
+    },
+    /// Every version of a secret: time, author, labels
+    History {
+        env: String,
+        service: String,
+        key: String,
+    },
+    /// Write a new version of an existing secret
+    Rotate {
+        env: String,
+        service: String,
+        key: String,
+        #[command(flatten)]
+        source: ValueSource,
+    },
+    /// Delete a secret and all its versions
+    Delete {
+        env: String,
+        service: String,
+        key: String,
+    },
+    /// Environments: list, copy, destroy
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Write every KEY=value of a dotenv file as secrets of one service
+    Import {
+        env: String,
+        service: String,
+        /// The dotenv file ('-' for standard input)
+        #[arg(long, value_name = "FILE")]
+        dotenv: PathBuf,
+    },
+    /// Print every secret of a service as dotenv or JSON (values on stdout)
+    Export {
+        env: String,
+        service: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Dotenv)]
+        format: ExportFormat,
+    },
+    /// Roll a service's data key and re-encrypt every value under it
+    Rekey { env: String, service: String },
+    /// Run a command with the secrets of services as environment variables (later services win)
+    Exec {
+        env: String,
+        /// Comma-separated services, later ones override earlier ones
+        services: String,
+        /// The command and its arguments, after --
+        #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print an IAM policy that reads only this environment's secrets (and its bases')
+    Policy(PolicyArgs),
+    /// Show or verify audit records
+    Audit(AuditArgs),
+}
+
+/// `sidekey env ...`
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Environments that hold at least one secret
+    List,
+    /// Copy every secret of FROM into TO, re-encrypted under TO's context
+    Copy {
+        from: String,
+        to: String,
+        /// Allow writing into an environment that already has secrets
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Delete every secret of an environment
+    Destroy {
+        env: String,
+        /// Confirm: without it nothing is deleted
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Dotenv,
+    Json,
+}
+
+/// `sidekey policy ...`
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The environment (not needed with --pod-identity)
+    #[arg(required_unless_present = "pod_identity")]
+    pub env: Option<String>,
+    /// A base environment it inherits from (repeatable)
+    #[arg(long = "inherit", value_name = "BASE")]
+    pub inherit: Vec<String>,
+    /// One role for every namespace: the environment is the pod's namespace tag
+    #[arg(long)]
+    pub pod_identity: bool,
+    /// AWS account id (default: any, `*`)
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Region of the parameters (default: the --region option, else any)
+    #[arg(long = "policy-region", value_name = "R")]
+    pub policy_region: Option<String>,
+    /// ARN of the KMS key (default: any key of the account, limited by the encryption context)
+    #[arg(long)]
+    pub kms_key_arn: Option<String>,
+    /// Also allow reading native SecureStrings written by other tools
+    #[arg(long)]
+    pub native: bool,
+}
+
+/// `sidekey audit ...`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub verify: Option<AuditCommand>,
+    /// Audit files (JSON lines); standard input when none
+    pub files: Vec<PathBuf>,
+    /// Only this environment
+    #[arg(long = "env")]
+    pub environment: Option<String>,
+    /// Only records naming this service
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only records naming this key
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this pod
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only this outcome (success, denied, failure, skipped)
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only records since a time (RFC 3339) or for a duration back (15m, 2h, 7d)
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+/// `sidekey audit verify FILE...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files: a removed, edited or reordered line fails
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,268 @@
+//! The dotenv format of `import` and `export`.
+//!
+//! Written: `KEY="value"`, one per line, sorted, with `\\`, `\"`, `\n`,
+//! `\r` and `\t` escaped inside double quotes, so any UTF-8 value
+//! (quotes, `=`, `#`, newlines) round-trips.
+//! Read: blank lines and `#` comments; an optional `export ` before the
+//! key; values double-quoted (with the escapes above, `\$` too), single-quoted
+//! (literal, may span lines), or bare (trimmed, ending at ` #`).
+
+use sidekey_envelope::Secret;
+use sidekey_model::Key;
+
+/// A dotenv parse error: names the line and the rule, never the value.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {rule}")]
+pub struct DotenvError {
+    pub line: usize,
+    pub rule: String,
+}
+
+/// Parses a dotenv document into keys and values, in file order. A key
+/// given twice is an error.
+pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
+    let mut out: Vec<(Key, Secret)> = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let mut line = 1;
+    let err = |line: usize, rule: &str| DotenvError {
+        line,
+        rule: rule.to_owned(),
+    };
+    while i < chars.len() {
+        // Skip blank space and comment lines.
+        match chars[i] {
+            '\n' => {
+                line += 1;
+                i += 1;
+                continue;
+            }
+            c if c.is_whitespace() => {
+                i += 1;
+                continue;
+            }
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let start_line = line;
+        let mut name = String::new();
+        while i < chars.len() && chars[i] != '=' && chars[i] != '\n' {
+            name.push(chars[i]);
+            i += 1;
+        }
+        if i >= chars.len() || chars[i] != '=' {
+            return Err(err(start_line, "expected KEY=value"));
+        }
+        i += 1; // '='
+        let mut name = name.trim();
+        if let Some(rest) = name.strip_prefix("export ") {
+            name = rest.trim();
+        }
+        let key = Key::parse(name).map_err(|e| DotenvError {
+            line: start_line,
+            rule: e.to_string(),
+        })?;
+        let mut value = String::new();
+        match chars.get(i) {
+            Some('"') => {
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(start_line, "unterminated double-quoted value")),
+                        Some('"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some('\\') => {
+                            let escaped = match chars.get(i + 1) {
+                                Some('n') => '\n',
+                                Some('r') => '\r',
+                                Some('t') => '\t',
+                                Some('"') => '"',
+                                Some('\\') => '\\',
+                                Some('$') => '$',
+                                Some(_) => {
+                                    return Err(err(
+                                        line,
+                                        "unknown escape in a double-quoted value (use \\n, \\r, \\t, \\\", \\\\ or \\$)",
+                                    ))
+                                }
+                                None => return Err(err(start_line, "unterminated double-quoted value")),
+                            };
+                            value.push(escaped);
+                            i += 2;
+                        }
+                        Some(&c) => {
+                            if c == '\n' {
+                                line += 1;
+                            }
+                            value.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                expect_line_end(&chars, &mut i, line)?;
+            }
+            Some('\'') => {
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(start_line, "unterminated single-quoted value")),
+                        Some('\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&c) => {
+                            if c == '\n' {
+                                line += 1;
+                            }
+                            value.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                expect_line_end(&chars, &mut i, line)?;
+            }
+            _ => {
+                while i < chars.len() && chars[i] != '\n' {
+                    if chars[i] == '#' && value.ends_with(char::is_whitespace) {
+                        while i < chars.len() && chars[i] != '\n' {
+                            i += 1;
+                        }
+                        break;
+                    }
+                    value.push(chars[i]);
+                    i += 1;
+                }
+                value = value.trim().to_owned();
+            }
+        }
+        if out.iter().any(|(k, _)| k == &key) {
+            return Err(err(start_line, &format!("{key} is given twice")));
+        }
+        out.push((key, Secret::from(value)));
+    }
+    Ok(out)
+}
+
+/// After a quoted value: only spaces and an optional comment on the line.
+fn expect_line_end(chars: &[char], i: &mut usize, line: usize) -> Result<(), DotenvError> {
+    while *i < chars.len() && chars[*i] != '\n' {
+        match chars[*i] {
+            '#' => {
+                while *i < chars.len() && chars[*i] != '\n' {
+                    *i += 1;
+                }
+                return Ok(());
+            }
+            c if c.is_whitespace() => *i += 1,
+            _ => {
+                return Err(DotenvError {
+                    line,
+                    rule: "unexpected text after the closing quote".to_owned(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends `KEY="escaped value"\n` to `out`.
+pub fn write_line(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b"\"\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(value: &str) {
+        let mut doc = Vec::new();
+        write_line(&mut doc, "K", value);
+        let text = String::from_utf8(doc).expect("utf-8");
+        let parsed = parse(&text).expect("parses");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.expose(), value.as_bytes());
+    }
+
+    #[test]
+    fn round_trips_awkward_values() {
+        for v in [
+            "plain",
+            "with \"double\" and 'single' quotes",
+            "a=b=c",
+            "# not a comment",
+            "x #y",
+            "line1\nline2\n",
+            "back\\slash\\n",
+            "tab\tcr\r",
+            "$HOME ${X}",
+            "ünïcödé ✓",
+            " leading and trailing ",
+        ] {
+            roundtrip(v);
+        }
+    }
+
+    #[test]
+    fn reads_common_forms() {
+        let doc = "# comment\n\nexport A=1\nB = two words # comment\nC='lit\\n'\nD=\"x\\$y\"\nE=\n";
+        let parsed = parse(doc).expect("parses");
+        let got: Vec<(String, String)> = parsed
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8(v.expose().to_vec()).expect("utf-8"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "lit\\n".into()),
+                ("D".into(), "x$y".into()),
+                ("E".into(), "".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_not_the_value() {
+        for (doc, line, rule) in [
+            ("A=1\nno equals sign\n", 2, "expected KEY=value"),
+            ("A=\"secretvalue\n", 1, "unterminated"),
+            ("1BAD=secretvalue\n", 1, "key"),
+            ("A=1\nA=2\n", 2, "twice"),
+            ("A=\"x\" secretvalue\n", 1, "after the closing quote"),
+            ("A=\"\\q secretvalue\"\n", 1, "unknown escape"),
+        ] {
+            let e = parse(doc).expect_err(doc);
+            assert_eq!(e.line, line, "{doc:?}");
+            assert!(e.to_string().contains(rule), "{e}");
+            assert!(!e.to_string().contains("secretvalue"), "{e}");
+        }
+    }
+}
