@@ -165,7 +165,7 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
             let missing = message
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split('`').next())
-                .filter(|name| KNOWN_FIELDS.contains(name));
+                .filter(|name| is_known_field(name));
             match missing {
                 Some(name) => format!("missing field `{name}`"),
                 None => format!("a field has the wrong type or value (column {column})"),
@@ -175,22 +175,8 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
 }
 
 /// Field names that may appear in an error message (they come from this
-/// crate, not from the input).
-const KNOWN_FIELDS: &[&str] = &[
-    "ts",
-    "seq",
-    "prev",
-    "component",
-    "event",
-    "environment",
-    "namespace",
-    "pod",
-    "actor",
-    "secrets",
-    "outcome",
-    "reason",
-    "duration_ms",
-    "service",
-    "key",
-    "version",
-];
+/// crate, not from the input): the record's fields and a secret
+/// reference's.
+fn is_known_field(name: &str) -> bool {
+    crate::record::RECORD_FIELDS.contains(&name) || ["service", "key", "version"].contains(&name)
+}
