@@ -168,6 +168,18 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Show or verify audit records
     Audit(AuditArgs),
+    /// Print manifests as the injector would mutate their pods (offline: no cluster, no AWS)
+    Inject {
+        /// Manifest file (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob); '-' for stdin
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// The namespace the pods would be created in (default: each manifest's, else "default")
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The injector's configuration file (default: the injector's defaults)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `sidekey env ...`

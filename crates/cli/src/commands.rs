@@ -29,6 +29,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match command {
         Command::Policy(args) => policy_command(&global, args),
         Command::Audit(args) => audit_command(&global, args),
+        Command::Inject {
+            file,
+            namespace,
+            config,
+        } => crate::inject::run(&file, namespace.as_deref(), config.as_deref()),
         command => {
             let mut ctx = Ctx::open(&global).await?;
             ctx.run(command).await
@@ -273,7 +278,7 @@ impl Ctx {
                 }
                 self.exec(&env, &services, command).await
             }
-            Command::Policy(_) | Command::Audit(_) => {
+            Command::Policy(_) | Command::Audit(_) | Command::Inject { .. } => {
                 Err(Failure::failed("internal: not a store command"))
             }
         }

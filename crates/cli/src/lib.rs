@@ -10,6 +10,7 @@ mod args;
 mod audit;
 mod commands;
 mod dotenv;
+mod inject;
 mod logging;
 mod policy;
 

@@ -10,6 +10,7 @@
 //! Nothing is normalised: a name that breaks its rule is rejected with a
 //! one-line message naming the kind, the (escaped) input and the rule.
 
+pub mod annotations;
 mod merge;
 mod name;
 mod path;

@@ -1,0 +1,128 @@
+//! The sidekey patch planner: given a pod under admission review, the
+//! namespace it is created in and the injector's configuration, decide
+//! whether to skip, deny or inject it, and build the RFC 6902 JSON Patch
+//! that adds the agent.
+//!
+//! This crate is pure: no tokio, no HTTP, no AWS, no I/O. The injector
+//! (`sidekey-injector`) and the offline `sidekey inject` command call
+//! [`plan`]; the patch is a [`json_patch::Patch`] of the major version
+//! `kube-core` 5 uses, so it can go straight into
+//! `AdmissionResponse::with_patch`.
+//!
+//! # Scoping
+//!
+//! The environment belongs to the namespace, never to the pod:
+//! [`Config::resolve`] maps a namespace to an environment (and its bases);
+//! annotations only name services and keys inside it. Annotations that try
+//! to choose an environment, prefix, store or KMS key, unknown
+//! `sidekey.io/` annotations, and picks that could leave the environment are
+//! denied with a message that names the annotation and the rule.
+//!
+//! # Configuration (YAML)
+//!
+//! Every field is optional; unknown fields are errors. `CONFIG.md` beside
+//! this crate's `Cargo.toml` has the full reference.
+//!
+//! ```yaml
+//! prefix: sidekey                      # SIDEKEY_PREFIX
+//! store: ssm                           # or file:/PATH (tests, demos)
+//! kmsKey: alias/sidekey                # SIDEKEY_KMS_KEY
+//! region: eu-west-1                    # AWS_REGION in injected containers (default: unset)
+//! agentImage: ghcr.io/sidekey/agent:0.1.0   # default sidekey/agent:<this release>
+//! imagePullPolicy: IfNotPresent
+//! timeout: 30s                         # SIDEKEY_TIMEOUT
+//! audit: stdout                        # SIDEKEY_AUDIT: stdout, stderr or file:/PATH
+//! excludedNamespaces: [kube-system, kube-public]  # globs; the injector's own is always added
+//! environments:                        # first match wins; no match = the namespace name
+//!   - namespaces: "pr-*"               # glob: '*' only, whole-name match
+//!     environment: ""                  # empty/absent = the namespace name; may use {namespace}
+//!     inherit: [staging]
+//!   - namespaces: prod
+//!     environment: production
+//! resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 200m, memory: 64Mi}}
+//! filesSizeLimit: 1Mi                  # sizeLimit of the sidekey-secrets volume
+//! defaults: {delivery: env, filesFormat: per-key, onMissing: fail}
+//! ```
+//!
+//! # What a patch adds
+//!
+//! - the annotation `sidekey.io/injected: "true"`; a pod that has it is
+//!   skipped, so a second review yields no patch;
+//! - env (or both) delivery: volume [`VOLUME_BIN`] (memory `emptyDir`,
+//!   64Mi), init container [`CONTAINER_INSTALL`] first among the init
+//!   containers (`/sidekey-agent install /sidekey/bin`); each target
+//!   container's command becomes `/sidekey/bin/sidekey-agent exec --
+//!   <original command>` (args unchanged), with the volume mounted read-only
+//!   at `/sidekey/bin` and the `SIDEKEY_*` settings appended to its env;
+//! - files (or both) delivery: volume [`VOLUME_SECRETS`] (memory `emptyDir`,
+//!   `filesSizeLimit`), the init container [`CONTAINER_INIT`]
+//!   (`/sidekey-agent init --dir PATH --format FMT`) or, with
+//!   `sidekey.io/refresh`, the native sidecar [`CONTAINER_SIDECAR`]
+//!   (`restartPolicy: Always`, `--refresh` in humantime form such as `5m`
+//!   or `1m 30s`, startup probe `/sidekey-agent ready --dir PATH` every
+//!   second, failure threshold 120 or the timeout plus 10 s if longer),
+//!   placed right after `sidekey-install` and before the pod's own init
+//!   containers (so they run before any mesh sidecar intercepts traffic);
+//!   targets mount the volume read-only at PATH;
+//! - every injected container: the configured resources, `runAsNonRoot`,
+//!   read-only root filesystem, no privilege escalation, all capabilities
+//!   dropped, seccomp `RuntimeDefault`, `terminationMessagePolicy:
+//!   FallbackToLogsOnError`.
+//!
+//! The agent's settings are names only, never secret values, in this
+//! order: `SIDEKEY_ENVIRONMENT`, `SIDEKEY_INHERIT`, `SIDEKEY_SERVICES`,
+//! `SIDEKEY_SECRETS`, `SIDEKEY_ON_MISSING`, `SIDEKEY_PREFIX`,
+//! `SIDEKEY_STORE`, `SIDEKEY_KMS_KEY`, `SIDEKEY_TIMEOUT`, `SIDEKEY_AUDIT`,
+//! `SIDEKEY_POD` and `SIDEKEY_NAMESPACE` (downward API), then `AWS_REGION`
+//! when configured (not added to an app container that sets its own). The
+//! agent's own containers also get the first target's AWS credential
+//! variables and token mounts ([`AWS_CREDENTIAL_VARS`],
+//! [`AWS_CREDENTIAL_MOUNTS`]: IRSA, EKS Pod Identity), whichever webhook
+//! ran first. Every `SIDEKEY_*` variable is always set, empty when there is
+//! nothing (no bases, no picks), so a ConfigMap pulled in with `envFrom`
+//! can never supply one: `env` wins over `envFrom`.
+//!
+//! # File ownership
+//!
+//! The agent's init container or sidecar runs as the first target
+//! container's effective `runAsUser`/`runAsGroup` (container
+//! securityContext, else the pod's), so the files it writes (mode 0400) are
+//! the app's. No `--group` flag is passed: with an `fsGroup`, the kubelet
+//! makes the volume group-owned by it and the agent uses 0440. A root app
+//! user is replaced by [`FALLBACK_UID`] (the agent always runs non-root);
+//! with no known user the field stays unset and a warning says so. The
+//! agent image must therefore declare a numeric non-root `USER`.
+//!
+//! # Targets
+//!
+//! `sidekey.io/containers` or every app container; never init or ephemeral
+//! containers. With env delivery, `sidekey.io/command` stands in for the
+//! command of each target whose spec has none (targets with a command keep
+//! theirs). A pod is denied when it already uses one of the reserved names,
+//! sets a `SIDEKEY_*` variable in a target's env, or mounts something at,
+//! inside or around `/sidekey/bin` or the files path in a target.
+
+mod annotations;
+mod config;
+mod plan;
+mod quote;
+
+pub use annotations::{
+    is_injected, parse_annotations, wants_injection, Annotations, Denial, AGENT_ROOT, MIN_REFRESH,
+};
+pub use config::{
+    Audit, Config, ConfigError, Defaults, EnvironmentRule, PullPolicy, Resolution, ResourceList,
+    Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
+};
+pub use plan::{
+    apply, plan, Decision, PatchError, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE,
+    AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS, BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT,
+    CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID, RESERVED_CONTAINERS, RESERVED_VOLUMES,
+    VOLUME_BIN, VOLUME_SECRETS,
+};
+pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
+
+/// Re-exported so callers name the same `json_patch` version as [`Plan::patch`].
+pub use json_patch;
+/// Re-exported so callers name the same `k8s_openapi` as [`plan`].
+pub use k8s_openapi;

@@ -1,0 +1,754 @@
+//! `plan(pod, request, config)`: the decision and the JSON Patch.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use serde_json::{json, Value};
+use sidekey_model::annotations::{self as names, Delivery, OnMissing};
+use sidekey_model::{Environment, Pick, Service};
+
+use crate::annotations::{is_injected, parse_annotations, wants_injection, Annotations, Denial};
+use crate::config::{security_context, Config, Resolution, Settings};
+use crate::quote::{Name, Q};
+
+/// Volume holding the installed agent binary (env delivery).
+pub const VOLUME_BIN: &str = "sidekey-bin";
+/// Volume holding the delivered files (files delivery).
+pub const VOLUME_SECRETS: &str = "sidekey-secrets";
+/// Init container that copies the agent into [`VOLUME_BIN`].
+pub const CONTAINER_INSTALL: &str = "sidekey-install";
+/// Init container that writes the files once.
+pub const CONTAINER_INIT: &str = "sidekey-init";
+/// Native sidecar that writes the files and refreshes them.
+pub const CONTAINER_SIDECAR: &str = "sidekey-sidecar";
+/// Every volume name the injector adds.
+pub const RESERVED_VOLUMES: [&str; 2] = [VOLUME_BIN, VOLUME_SECRETS];
+/// Every container name the injector adds.
+pub const RESERVED_CONTAINERS: [&str; 3] = [CONTAINER_INSTALL, CONTAINER_INIT, CONTAINER_SIDECAR];
+/// Where [`VOLUME_BIN`] is mounted.
+pub const BIN_DIR: &str = "/sidekey/bin";
+/// The agent inside its own image.
+pub const AGENT_IN_IMAGE: &str = "/sidekey-agent";
+/// The agent as installed into app containers.
+pub const AGENT_INSTALLED: &str = "/sidekey/bin/sidekey-agent";
+/// `sizeLimit` of [`VOLUME_BIN`].
+pub const BIN_SIZE_LIMIT: &str = "64Mi";
+/// The user injected containers run as when the app's user is root (they
+/// always have `runAsNonRoot: true`): the distroless "nonroot" user.
+pub const FALLBACK_UID: i64 = 65532;
+/// Environment variables (names only) and volume mounts copied from the
+/// first target container into the agent's own containers, so they get the
+/// pod's AWS credentials (IRSA, EKS Pod Identity) whichever webhook ran first.
+pub const AWS_CREDENTIAL_VARS: [&str; 7] = [
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+/// See [`AWS_CREDENTIAL_VARS`].
+pub const AWS_CREDENTIAL_MOUNTS: [&str; 2] = ["aws-iam-token", "eks-pod-identity-token"];
+
+/// Who asks: the namespace from the AdmissionRequest (authoritative: the pod
+/// object often has none) and the requesting user, for audit records.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The AdmissionRequest's namespace.
+    pub namespace: &'a str,
+    /// The AdmissionRequest's `userInfo.username`.
+    pub user: Option<&'a str>,
+}
+
+/// What the injector answers.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Allowed, unchanged: not opted in, excluded namespace, already injected.
+    Skip {
+        /// Why, for logs and audit.
+        reason: String,
+    },
+    /// Allowed with this patch.
+    Inject(Plan),
+    /// Refused, with every reason.
+    Deny(Vec<Denial>),
+}
+
+/// A successful plan: the patch and what it means.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// RFC 6902 operations against the pod as reviewed.
+    pub patch: Patch,
+    /// Non-fatal notes for the user (AdmissionResponse warnings).
+    pub warnings: Vec<String>,
+    /// The namespace's environment.
+    pub environment: Environment,
+    /// Its bases, lowest precedence first.
+    pub inherit: Vec<Environment>,
+    /// Requested services.
+    pub services: Vec<Service>,
+    /// Requested explicit picks.
+    pub picks: Vec<Pick>,
+    /// Names of the containers that receive secrets, in pod order.
+    pub containers: Vec<String>,
+    /// How they receive them.
+    pub delivery: Delivery,
+}
+
+/// A patch that does not apply to the document.
+#[derive(Debug, thiserror::Error)]
+#[error("the patch does not apply to the pod: {0}")]
+pub struct PatchError(#[from] pub json_patch::PatchError);
+
+/// Applies `patch` to a copy of `pod` (JSON). For `sidekey inject` and tests.
+pub fn apply(pod: &Value, patch: &Patch) -> Result<Value, PatchError> {
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, patch)?;
+    Ok(out)
+}
+
+fn ptr<'t>(tokens: impl IntoIterator<Item = Token<'t>>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
+}
+
+fn add(ops: &mut Vec<PatchOperation>, path: PointerBuf, value: Value) {
+    ops.push(PatchOperation::Add(AddOperation { path, value }));
+}
+
+/// Decides what to do with `pod`, reviewed in `request.namespace`.
+pub fn plan(pod: &Pod, request: &Request<'_>, config: &Config) -> Decision {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    let ann = pod.metadata.annotations.as_ref().unwrap_or(&EMPTY);
+    if !wants_injection(ann) {
+        let reason = match ann.get(names::INJECT) {
+            Some(v) => format!(
+                "the pod does not opt in: {} is {} rather than \"true\"",
+                names::INJECT,
+                Q(v)
+            ),
+            None => format!("the pod does not opt in: {} is absent", names::INJECT),
+        };
+        return Decision::Skip { reason };
+    }
+    if is_injected(ann) {
+        return Decision::Skip {
+            reason: format!(
+                "the pod is already injected ({} is present)",
+                names::INJECTED
+            ),
+        };
+    }
+    let mut denials = Vec::new();
+    let scope = match config.resolve(request.namespace) {
+        Resolution::Excluded { reason } => return Decision::Skip { reason },
+        Resolution::Invalid { reason } => {
+            denials.push(Denial::pod(reason));
+            None
+        }
+        Resolution::Environment {
+            environment,
+            inherit,
+        } => Some((environment, inherit)),
+    };
+    let settings = config.settings();
+    let parsed = parse_annotations(ann, settings.defaults()).map_err(|d| denials.extend(d));
+    let Some(spec) = pod.spec.as_ref() else {
+        denials.push(Denial::pod("the pod has no spec"));
+        return Decision::Deny(denials);
+    };
+    check_reserved_names(spec, &mut denials);
+    let Ok(a) = parsed else {
+        return Decision::Deny(denials);
+    };
+    let targets = match select_targets(spec, &a) {
+        Ok(t) => t,
+        Err(d) => {
+            denials.push(d);
+            return Decision::Deny(denials);
+        }
+    };
+    check_targets(spec, &a, &targets, &mut denials);
+    let Some((environment, inherit)) = scope else {
+        return Decision::Deny(denials);
+    };
+    if !denials.is_empty() {
+        return Decision::Deny(denials);
+    }
+    let warnings = warnings(ann, spec, &a, &targets);
+    let patch = build_patch(spec, &a, &targets, settings, &environment, &inherit);
+    Decision::Inject(Plan {
+        patch,
+        warnings,
+        environment,
+        inherit,
+        containers: targets
+            .iter()
+            .map(|&i| spec.containers[i].name.clone())
+            .collect(),
+        services: a.services,
+        picks: a.picks,
+        delivery: a.delivery,
+    })
+}
+
+fn check_reserved_names(spec: &PodSpec, denials: &mut Vec<Denial>) {
+    let reserved = || {
+        format!(
+            "sidekey reserves the volume names {} and the container names {}; rename it",
+            RESERVED_VOLUMES.join(", "),
+            RESERVED_CONTAINERS.join(", ")
+        )
+    };
+    for v in spec.volumes.iter().flatten() {
+        if RESERVED_VOLUMES.contains(&v.name.as_str()) {
+            denials.push(Denial::pod(format!(
+                "the pod already has a volume named {}: {}",
+                v.name,
+                reserved()
+            )));
+        }
+    }
+    let names = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| &c.name)
+        .chain(spec.ephemeral_containers.iter().flatten().map(|c| &c.name));
+    for name in names {
+        if RESERVED_CONTAINERS.contains(&name.as_str()) {
+            denials.push(Denial::pod(format!(
+                "the pod already has a container named {name}: {}",
+                reserved()
+            )));
+        }
+    }
+}
+
+/// Indices into `spec.containers`, in pod order.
+fn select_targets(spec: &PodSpec, a: &Annotations) -> Result<Vec<usize>, Denial> {
+    let Some(wanted) = &a.containers else {
+        if spec.containers.is_empty() {
+            return Err(Denial::pod("the pod has no containers"));
+        }
+        return Ok((0..spec.containers.len()).collect());
+    };
+    let mut found = Vec::with_capacity(wanted.len());
+    let mut problems = Vec::new();
+    for name in wanted {
+        match spec.containers.iter().position(|c| c.name == *name) {
+            Some(i) => found.push(i),
+            None => {
+                let init = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == *name);
+                problems.push(if init {
+                    format!(
+                        "{} is an init container (sidekey delivers only to app containers)",
+                        Q(name)
+                    )
+                } else {
+                    format!("{} is not a container of this pod", Q(name))
+                });
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let app: Vec<String> = spec
+            .containers
+            .iter()
+            .map(|c| Name(&c.name).to_string())
+            .collect();
+        return Err(Denial::annotation(
+            names::CONTAINERS,
+            format!(
+                "annotation {}: {}; the pod's app containers are {}",
+                names::CONTAINERS,
+                problems.join("; "),
+                app.join(", ")
+            ),
+        ));
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+fn trim_slash(p: &str) -> &str {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/"
+    } else {
+        t
+    }
+}
+
+/// How `ours` relates to an existing mount path, if they collide.
+fn collision(ours: &str, theirs: &str) -> Option<&'static str> {
+    let theirs = trim_slash(theirs);
+    if ours == theirs {
+        Some("at the same path")
+    } else if theirs.len() > ours.len()
+        && theirs.starts_with(ours)
+        && theirs.as_bytes()[ours.len()] == b'/'
+    {
+        Some("inside it")
+    } else if theirs == "/"
+        || (ours.len() > theirs.len()
+            && ours.starts_with(theirs)
+            && ours.as_bytes()[theirs.len()] == b'/')
+    {
+        Some("around it")
+    } else {
+        None
+    }
+}
+
+fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &mut Vec<Denial>) {
+    for &i in targets {
+        let c = &spec.containers[i];
+        if a.delivery.env() {
+            if c.command.as_ref().is_none_or(Vec::is_empty) && a.command.is_none() {
+                denials.push(Denial::annotation(
+                    names::COMMAND,
+                    format!(
+                        "container {} has no command in the pod spec: sidekey wraps the command \
+                         to start the app after fetching secrets; set the container's command, \
+                         or the annotation {} to the image's entrypoint as a JSON array, e.g. \
+                         [\"/app/server\"]",
+                        Q(&c.name),
+                        names::COMMAND
+                    ),
+                ));
+            }
+            let mut own: Vec<&str> = c
+                .env
+                .iter()
+                .flatten()
+                .map(|e| e.name.as_str())
+                .filter(|n| n.starts_with("SIDEKEY_"))
+                .collect();
+            own.dedup();
+            if !own.is_empty() {
+                let shown: Vec<String> = own.iter().map(|n| Name(n).to_string()).collect();
+                denials.push(Denial::pod(format!(
+                    "container {} sets {} in its env: SIDEKEY_* variables are set by the \
+                     injector only (a pod cannot choose its environment or store); remove them",
+                    Q(&c.name),
+                    shown.join(", ")
+                )));
+            }
+            for m in c.volume_mounts.iter().flatten() {
+                if let Some(how) = collision(BIN_DIR, &m.mount_path) {
+                    denials.push(Denial::pod(format!(
+                        "container {} mounts volume {} at {}, which collides with the agent's \
+                         directory {BIN_DIR} ({how}); move that mount",
+                        Q(&c.name),
+                        Q(&m.name),
+                        Q(&m.mount_path)
+                    )));
+                }
+            }
+        }
+        if a.delivery.files() {
+            for m in c.volume_mounts.iter().flatten() {
+                if let Some(how) = collision(&a.files_path, &m.mount_path) {
+                    denials.push(Denial::annotation(
+                        names::FILES_PATH,
+                        format!(
+                            "annotation {} {}: container {} already mounts volume {} at {} \
+                             ({how}); choose a path that neither contains nor lies inside an \
+                             existing mount",
+                            names::FILES_PATH,
+                            Q(&a.files_path),
+                            Q(&c.name),
+                            Q(&m.name),
+                            Q(&m.mount_path)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The effective (user, group) of a container: its own securityContext,
+/// else the pod's.
+fn run_as(spec: &PodSpec, c: &Container) -> (Option<i64>, Option<i64>) {
+    let own = c.security_context.as_ref();
+    let pod = spec.security_context.as_ref();
+    (
+        own.and_then(|s| s.run_as_user)
+            .or_else(|| pod.and_then(|p| p.run_as_user)),
+        own.and_then(|s| s.run_as_group)
+            .or_else(|| pod.and_then(|p| p.run_as_group)),
+    )
+}
+
+fn warnings(
+    ann: &BTreeMap<String, String>,
+    spec: &PodSpec,
+    a: &Annotations,
+    targets: &[usize],
+) -> Vec<String> {
+    let mut w = Vec::new();
+    if a.on_missing == OnMissing::Skip {
+        w.push(format!(
+            "{} is skip: keys that do not exist leave their variables unset instead of stopping \
+             the pod",
+            names::ON_MISSING
+        ));
+    }
+    for &i in targets {
+        let c = &spec.containers[i];
+        if run_as(spec, c).0 == Some(0) {
+            w.push(format!(
+                "container {} runs as root (runAsUser 0): every process in it can read its \
+                 secrets; prefer a non-root user",
+                Q(&c.name)
+            ));
+        }
+    }
+    if a.delivery.files() {
+        let first = &spec.containers[targets[0]];
+        let fs_group = spec.security_context.as_ref().and_then(|p| p.fs_group);
+        if run_as(spec, first).0.is_none() && fs_group.is_none() {
+            w.push(format!(
+                "container {} has no runAsUser in the pod spec and the pod has no fsGroup: the \
+                 secret files will be owned by the agent image's user with mode 0400, readable \
+                 by the app only if it runs as that user; set runAsUser (or fsGroup)",
+                Q(&first.name)
+            ));
+        }
+    } else {
+        for key in [names::FILES_PATH, names::FILES_FORMAT] {
+            if ann.contains_key(key) {
+                w.push(format!(
+                    "annotation {key} is ignored: {} is env",
+                    names::DELIVERY
+                ));
+            }
+        }
+    }
+    if a.command.is_some() {
+        let used = a.delivery.env()
+            && targets.iter().any(|&i| {
+                spec.containers[i]
+                    .command
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            });
+        if !used {
+            w.push(format!(
+                "annotation {} is ignored: it applies only to containers without a command, \
+                 with env or both delivery",
+                names::COMMAND
+            ));
+        }
+    }
+    w
+}
+
+fn env_value(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item.to_string());
+    }
+    out
+}
+
+/// The agent's `SIDEKEY_*` settings. Every variable is always set (empty
+/// when there is nothing), so nothing from `envFrom` can stand in for one.
+fn sidekey_env(
+    settings: &Settings,
+    a: &Annotations,
+    environment: &Environment,
+    inherit: &[Environment],
+) -> Vec<Value> {
+    let mut env = Vec::with_capacity(13);
+    env.push(env_value("SIDEKEY_ENVIRONMENT", environment.as_str()));
+    env.push(env_value("SIDEKEY_INHERIT", &comma_list(inherit)));
+    env.push(env_value("SIDEKEY_SERVICES", &comma_list(&a.services)));
+    env.push(env_value("SIDEKEY_SECRETS", &comma_list(&a.picks)));
+    env.push(env_value("SIDEKEY_ON_MISSING", a.on_missing.as_str()));
+    env.extend(settings.fixed_env().iter().cloned());
+    env
+}
+
+/// An injected container with the common fields.
+fn agent_container(
+    settings: &Settings,
+    name: &str,
+    command: Vec<String>,
+    env: Option<Vec<Value>>,
+    mounts: Vec<Value>,
+    run_as_user: Option<i64>,
+    run_as_group: Option<i64>,
+) -> serde_json::Map<String, Value> {
+    let mut c = settings.agent_base().clone();
+    c.insert("name".into(), json!(name));
+    c.insert("command".into(), json!(command));
+    if let Some(env) = env {
+        c.insert("env".into(), Value::Array(env));
+    }
+    c.insert(
+        "securityContext".into(),
+        security_context(run_as_user, run_as_group),
+    );
+    c.insert("volumeMounts".into(), Value::Array(mounts));
+    c
+}
+
+fn build_patch(
+    spec: &PodSpec,
+    a: &Annotations,
+    targets: &[usize],
+    settings: &Settings,
+    environment: &Environment,
+    inherit: &[Environment],
+) -> Patch {
+    let mut ops = Vec::with_capacity(8 + 3 * targets.len());
+    add(
+        &mut ops,
+        ptr([
+            Token::new("metadata"),
+            Token::new("annotations"),
+            Token::new(names::INJECTED),
+        ]),
+        json!("true"),
+    );
+    // The marker needs the annotations map, which exists: the pod opted in
+    // through it.
+
+    // Volumes.
+    let mut volumes = Vec::with_capacity(2);
+    if a.delivery.env() {
+        volumes.push(json!({
+            "name": VOLUME_BIN,
+            "emptyDir": {"medium": "Memory", "sizeLimit": BIN_SIZE_LIMIT},
+        }));
+    }
+    if a.delivery.files() {
+        volumes.push(json!({
+            "name": VOLUME_SECRETS,
+            "emptyDir": {"medium": "Memory", "sizeLimit": settings.files_size_limit()},
+        }));
+    }
+    append_all(
+        &mut ops,
+        &["spec", "volumes"],
+        spec.volumes.as_ref().is_some_and(|v| !v.is_empty()),
+        volumes,
+    );
+
+    let base_env = sidekey_env(settings, a, environment, inherit);
+    let first = &spec.containers[targets[0]];
+    let pod_uid = spec.security_context.as_ref().and_then(|p| p.run_as_user);
+
+    // Init containers, ours first.
+    let mut inits = Vec::with_capacity(2);
+    if a.delivery.env() {
+        inits.push(Value::Object(agent_container(
+            settings,
+            CONTAINER_INSTALL,
+            vec![AGENT_IN_IMAGE.into(), "install".into(), BIN_DIR.into()],
+            None,
+            vec![json!({"name": VOLUME_BIN, "mountPath": BIN_DIR})],
+            (pod_uid == Some(0)).then_some(FALLBACK_UID),
+            None,
+        )));
+    }
+    if a.delivery.files() {
+        let (uid, gid) = run_as(spec, first);
+        let uid = match (uid, pod_uid) {
+            (Some(0), _) => Some(FALLBACK_UID),
+            (Some(u), _) => Some(u),
+            (None, Some(0)) => Some(FALLBACK_UID),
+            (None, _) => None,
+        };
+        let mut env = base_env.clone();
+        if let Some(region) = settings.region() {
+            env.push(env_value("AWS_REGION", region));
+        }
+        for e in first.env.iter().flatten() {
+            let name = e.name.as_str();
+            let taken = env.iter().any(|v| v["name"] == name);
+            if AWS_CREDENTIAL_VARS.contains(&name) && !taken {
+                if let Ok(v) = serde_json::to_value(e) {
+                    env.push(v);
+                }
+            }
+        }
+        let mut mounts = vec![json!({"name": VOLUME_SECRETS, "mountPath": a.files_path})];
+        let has_volume = |name: &str| spec.volumes.iter().flatten().any(|v| v.name == name);
+        for m in first.volume_mounts.iter().flatten() {
+            if AWS_CREDENTIAL_MOUNTS.contains(&m.name.as_str()) && has_volume(&m.name) {
+                if let Ok(mut v) = serde_json::to_value(m) {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("readOnly".into(), json!(true));
+                    }
+                    mounts.push(v);
+                }
+            }
+        }
+        let format = a.files_format.as_str();
+        let dir = a.files_path.as_str();
+        let c = match a.refresh {
+            None => agent_container(
+                settings,
+                CONTAINER_INIT,
+                [AGENT_IN_IMAGE, "init", "--dir", dir, "--format", format]
+                    .map(String::from)
+                    .to_vec(),
+                Some(env),
+                mounts,
+                uid,
+                gid,
+            ),
+            Some(refresh) => {
+                let every = humantime::format_duration(refresh).to_string();
+                let mut c = agent_container(
+                    settings,
+                    CONTAINER_SIDECAR,
+                    [
+                        AGENT_IN_IMAGE,
+                        "sidecar",
+                        "--dir",
+                        dir,
+                        "--refresh",
+                        &every,
+                        "--format",
+                        format,
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    Some(env),
+                    mounts,
+                    uid,
+                    gid,
+                );
+                c.insert("restartPolicy".into(), json!("Always"));
+                let threshold = 120u64.max(settings.timeout().as_secs() + 10);
+                c.insert(
+                    "startupProbe".into(),
+                    json!({
+                        "exec": {"command": [AGENT_IN_IMAGE, "ready", "--dir", dir]},
+                        "periodSeconds": 1,
+                        "failureThreshold": threshold,
+                    }),
+                );
+                c
+            }
+        };
+        inits.push(Value::Object(c));
+    }
+    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
+        for (i, c) in inits.into_iter().enumerate() {
+            add(
+                &mut ops,
+                ptr([
+                    Token::new("spec"),
+                    Token::new("initContainers"),
+                    Token::from(i),
+                ]),
+                c,
+            );
+        }
+    } else {
+        add(
+            &mut ops,
+            ptr([Token::new("spec"), Token::new("initContainers")]),
+            Value::Array(inits),
+        );
+    }
+
+    // Target containers.
+    for &i in targets {
+        let c = &spec.containers[i];
+        let at = |field: &'static str| {
+            ptr([
+                Token::new("spec"),
+                Token::new("containers"),
+                Token::from(i),
+                Token::new(field),
+            ])
+        };
+        if a.delivery.env() {
+            let original: &[String] = match c.command.as_deref() {
+                Some(cmd) if !cmd.is_empty() => cmd,
+                _ => a.command.as_deref().unwrap_or_default(),
+            };
+            let mut command: Vec<Value> = Vec::with_capacity(original.len() + 3);
+            command.extend([json!(AGENT_INSTALLED), json!("exec"), json!("--")]);
+            command.extend(original.iter().map(|s| json!(s)));
+            let value = Value::Array(command);
+            if c.command.is_some() {
+                ops.push(PatchOperation::Replace(ReplaceOperation {
+                    path: at("command"),
+                    value,
+                }));
+            } else {
+                add(&mut ops, at("command"), value);
+            }
+            let mut env = base_env.clone();
+            if let Some(region) = settings.region() {
+                if !c.env.iter().flatten().any(|e| e.name == "AWS_REGION") {
+                    env.push(env_value("AWS_REGION", region));
+                }
+            }
+            append_at(
+                &mut ops,
+                at("env"),
+                c.env.as_ref().is_some_and(|v| !v.is_empty()),
+                env,
+            );
+        }
+        let mut mounts = Vec::with_capacity(2);
+        if a.delivery.env() {
+            mounts.push(json!({"name": VOLUME_BIN, "mountPath": BIN_DIR, "readOnly": true}));
+        }
+        if a.delivery.files() {
+            mounts.push(json!({
+                "name": VOLUME_SECRETS, "mountPath": a.files_path, "readOnly": true,
+            }));
+        }
+        append_at(
+            &mut ops,
+            at("volumeMounts"),
+            c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()),
+            mounts,
+        );
+    }
+    Patch(ops)
+}
+
+fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items: Vec<Value>) {
+    append_at(ops, ptr(path.iter().map(|s| Token::new(*s))), exists, items);
+}
+
+/// Appends `items` to the array at `path`: one `add .../-` each when it
+/// exists and is non-empty, else one `add` of the whole array.
+fn append_at(ops: &mut Vec<PatchOperation>, path: PointerBuf, exists: bool, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if exists {
+        let mut end = path;
+        end.push_back(Token::new("-"));
+        for item in items {
+            add(ops, end.clone(), item);
+        }
+    } else {
+        add(ops, path, Value::Array(items));
+    }
+}
