@@ -9,6 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::error::StoreError;
 
@@ -70,6 +71,14 @@ pub async fn aws_config(settings: &AwsSettings) -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
+    aws_config_with(settings, http).await
+}
+
+/// [`aws_config`] over a given HTTP client: the agent brings one with
+/// bundled TLS roots and a DNS resolver that needs no C library. Retries,
+/// timeouts, region and endpoint are set exactly as in [`aws_config`]; the
+/// client is used by every service and credentials provider.
+pub async fn aws_config_with(settings: &AwsSettings, http: SharedHttpClient) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
         .retry_config(RetryConfig::disabled())

@@ -31,6 +31,16 @@ pub enum StoreError {
     #[error("cannot decrypt {name}: {reason}")]
     Decrypt { name: String, reason: String },
 
+    /// KMS (or AWS on its behalf) refused to unwrap the value's data key:
+    /// `code` is the AWS error code (`InvalidCiphertextException`,
+    /// `IncorrectKeyException`, `AccessDeniedException`).
+    #[error("cannot decrypt {name}: {reason}")]
+    KeyRefused {
+        name: String,
+        code: String,
+        reason: String,
+    },
+
     /// The value cannot be stored as asked.
     #[error("{0}")]
     Invalid(String),
@@ -77,7 +87,7 @@ impl StoreError {
     /// The AWS error code, when the failure came from AWS.
     pub fn aws_code(&self) -> Option<&str> {
         match self {
-            StoreError::Aws { code, .. } => Some(code),
+            StoreError::Aws { code, .. } | StoreError::KeyRefused { code, .. } => Some(code),
             StoreError::NotFound { .. } => Some("ParameterNotFound"),
             StoreError::VersionNotFound { .. } => Some("ParameterVersionNotFound"),
             _ => None,

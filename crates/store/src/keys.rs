@@ -109,15 +109,17 @@ impl Keys {
                     .await
                     .map_err(|e| match e.aws_code() {
                         Some(code @ ("InvalidCiphertextException" | "IncorrectKeyException")) => {
-                            StoreError::Decrypt {
+                            StoreError::KeyRefused {
                                 name: target.to_owned(),
+                                code: code.to_owned(),
                                 reason: format!(
                                     "KMS refused the data key ({code}): the value was sealed for another environment or service, or under a key other than {key}"
                                 ),
                             }
                         }
-                        Some(code @ "AccessDeniedException") => StoreError::Decrypt {
+                        Some(code @ "AccessDeniedException") => StoreError::KeyRefused {
                             name: target.to_owned(),
+                            code: code.to_owned(),
                             reason: format!(
                                 "KMS denied decrypting the data key ({code}): this identity may not use {key} with this environment's encryption context, or the value was sealed under another key"
                             ),

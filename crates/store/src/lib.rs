@@ -26,7 +26,7 @@ use sidekey_envelope::{Binding, DataKey, Envelope, Secret};
 use sidekey_model::{Environment, Key, ParamPath, Prefix, Selector, Service};
 use tokio::time::Instant;
 
-pub use config::{aws_config, parse_timeout, AwsSettings, Backend};
+pub use config::{aws_config, aws_config_with, parse_timeout, AwsSettings, Backend};
 pub use error::{Result, StoreError};
 pub use keys::{Keys, NewDataKey};
 pub use local::{load_master_key, LocalParams};
@@ -116,6 +116,9 @@ struct WriteKey {
 }
 
 type ReadCacheKey = (Vec<u8>, String, String);
+/// One unwrapped data key, filled once: concurrent readers of the same key
+/// wait for the one KMS call in flight instead of making their own.
+type ReadKeySlot = Arc<tokio::sync::OnceCell<Arc<DataKey>>>;
 
 /// The secrets store: envelopes over a parameter backend and a key backend.
 #[derive(Debug)]
@@ -126,7 +129,7 @@ pub struct Store {
     timeout: Duration,
     deadline: Mutex<Instant>,
     write_keys: Mutex<HashMap<(String, String), Arc<WriteKey>>>,
-    read_keys: Mutex<HashMap<ReadCacheKey, Arc<DataKey>>>,
+    read_keys: Mutex<HashMap<ReadCacheKey, ReadKeySlot>>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -466,7 +469,9 @@ impl Store {
     }
 
     /// The data key of an envelope, unwrapped once per (wrapped key,
-    /// environment, service) for the life of this store.
+    /// environment, service) for the life of this store. Concurrent callers
+    /// for the same key share one KMS call; after a failure the next caller
+    /// tries again.
     async fn read_key(
         &self,
         envelope: &Envelope,
@@ -478,22 +483,23 @@ impl Store {
             binding.environment.to_owned(),
             binding.service.to_owned(),
         );
-        if let Some(k) = lock(&self.read_keys).get(&cache_key) {
-            return Ok(k.clone());
-        }
-        let key = self
-            .keys
-            .unwrap(
-                &envelope.wrapped_key,
-                &envelope.key_id,
-                &binding.kms_context(),
-                name,
-                self.retry(),
-            )
+        let slot = lock(&self.read_keys).entry(cache_key).or_default().clone();
+        let key = slot
+            .get_or_try_init(|| async {
+                let key = self
+                    .keys
+                    .unwrap(
+                        &envelope.wrapped_key,
+                        &envelope.key_id,
+                        &binding.kms_context(),
+                        name,
+                        self.retry(),
+                    )
+                    .await?;
+                Ok::<_, StoreError>(Arc::new(key))
+            })
             .await?;
-        let key = Arc::new(key);
-        lock(&self.read_keys).insert(cache_key, key.clone());
-        Ok(key)
+        Ok(key.clone())
     }
 
     /// Reads and decrypts the current value of every key of a service, in

@@ -1,0 +1,455 @@
+//! `sidekey-agent`: runs inside users' pods and starts the app with exactly
+//! its environment's secrets, or not at all.
+//!
+//! - `install DIR`: copies this (static) binary into a shared volume.
+//! - `exec -- CMD...`: fetches, builds the app's environment explicitly and
+//!   `execve`s CMD: no child process, the app keeps the PID.
+//! - `init --dir DIR` / `sidecar --dir DIR --refresh D`: writes the secrets
+//!   as files, only on tmpfs or ramfs, swapped in whole; the sidecar checks
+//!   for new versions every interval. `ready --dir DIR` is its probe.
+//!
+//! Configuration comes from the non-secret `SIDEKEY_*` variables the
+//! injector sets, read through [`config::Vars`]. Exit status: 0 success;
+//! 64 configuration or usage error; 65 a value that cannot be delivered
+//! (a NUL byte in an environment variable, non-UTF-8 in a text format);
+//! 69 a secret that cannot be had (one line names the environment, the
+//! parameter and the AWS error code); 70 internal error; 73 files that
+//! cannot be written; 74 audit record that cannot be written; 126/127 a
+//! program that cannot run or does not exist. After a successful `exec`
+//! the process is the app.
+//!
+//! The fetch plan, the files and the exec are this crate's; names, picks
+//! and precedence come from `sidekey-model`, the SSM/KMS and local stores
+//! from `sidekey-store`, records from `sidekey-audit`. It must not depend
+//! on the CLI or the injector.
+
+pub mod args;
+pub mod audit;
+pub mod config;
+pub mod exec;
+pub mod fetch;
+pub mod files;
+pub mod http;
+pub mod logging;
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use sidekey_store::{Backend, Keys, LocalParams, Params, SsmParams, Store};
+
+use crate::args::{Args, Command, FilesArgs};
+use crate::audit::{fetch_event, AuditSink};
+use crate::config::{Config, ConfigError, ProcessVars, Vars};
+use crate::fetch::{Fetched, Fetcher, Plan};
+use crate::files::AtomicDir;
+
+/// Configuration or usage error (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+/// A value that cannot be delivered as asked (EX_DATAERR).
+pub const EXIT_DATA: u8 = 65;
+/// A secret that cannot be had (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// An internal error (EX_SOFTWARE).
+pub const EXIT_SOFTWARE: u8 = 70;
+/// Files that cannot be written (EX_CANTCREAT).
+pub const EXIT_CANTCREAT: u8 = 73;
+/// An audit record that cannot be written (EX_IOERR).
+pub const EXIT_IOERR: u8 = 74;
+
+/// A failure: the exit status and the one line printed on stderr (after
+/// `sidekey-agent: `). Never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The exit status.
+    pub code: u8,
+    /// The message, one line.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Display) -> Failure {
+        Failure {
+            code,
+            message: message.to_string().replace(['\n', '\r'], " "),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure::new(EXIT_USAGE, e)
+    }
+}
+
+/// Runs the agent with the process's arguments and environment.
+pub fn main() -> ExitCode {
+    run(std::env::args_os().collect(), &ProcessVars)
+}
+
+/// Runs the agent with the given arguments (the first is the program
+/// name) and variables. Returns only when there is no `exec` to do, or it
+/// failed.
+pub fn run(argv: Vec<OsString>, vars: &dyn Vars) -> ExitCode {
+    let args = match Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("sidekey-agent: {line} (see sidekey-agent --help)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = match args.command {
+        Command::Install { dir } => install(&dir),
+        Command::Ready { dir } => ready(&dir),
+        Command::Exec { command } => exec_mode(vars, command),
+        Command::Init(files) => files_mode(vars, &files, None),
+        Command::Sidecar { files, refresh } => files_mode(vars, &files, Some(refresh)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("sidekey-agent: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Logging, the configuration, and core dumps off: what every fetching
+/// command starts with.
+fn start(vars: &dyn Vars) -> Result<Config, Failure> {
+    logging::init(vars);
+    let config = Config::from_vars(vars)?;
+    for name in Config::unknown_variables(vars) {
+        tracing::warn!(variable = %name, "unknown SIDEKEY_ variable ignored");
+    }
+    no_core_dumps();
+    Ok(config)
+}
+
+/// Secrets are about to be in memory: no core dump may hold them. (`exec`
+/// resets this for the app: execve makes a process dumpable again.)
+fn no_core_dumps() {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "cannot turn core dumps off (prctl PR_SET_DUMPABLE)");
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("cannot start the runtime: {e}")))
+}
+
+/// Opens the configured store: SSM + KMS through the agent's own HTTP
+/// client, or the local store (whose master key must already exist).
+pub async fn open_store(config: &Config) -> Result<Store, Failure> {
+    let (params, keys) = match config.backend() {
+        Backend::Ssm => {
+            let http = http::client(config.ca_file().map(|p| p.as_path()))?;
+            let sdk = sidekey_store::aws_config_with(config.aws(), http).await;
+            if sdk.region().is_none() {
+                return Err(ConfigError::new(
+                    "AWS_REGION",
+                    "no AWS region: set AWS_REGION (EKS sets it with IRSA or Pod Identity)",
+                )
+                .into());
+            }
+            (
+                Params::Ssm(SsmParams::new(aws_sdk_ssm::Client::new(&sdk))),
+                Keys::Kms {
+                    client: aws_sdk_kms::Client::new(&sdk),
+                    key: config.kms_key().to_owned(),
+                },
+            )
+        }
+        Backend::File(dir) => {
+            let master = sidekey_store::load_master_key(dir, false)
+                .map_err(|e| {
+                    Failure::new(
+                        EXIT_UNAVAILABLE,
+                        format!("environment {}: {e}", config.environment()),
+                    )
+                })?
+                .ok_or_else(|| {
+                    Failure::new(
+                        EXIT_UNAVAILABLE,
+                        format!(
+                            "environment {}: {}: no master key (master.key) in the local store",
+                            config.environment(),
+                            dir.display()
+                        ),
+                    )
+                })?;
+            (
+                Params::Local(LocalParams::new(dir.clone(), "sidekey-agent".to_owned())),
+                Keys::Local(master),
+            )
+        }
+    };
+    Ok(Store::from_parts(
+        params,
+        keys,
+        config.prefix().clone(),
+        config.timeout(),
+    ))
+}
+
+fn fetch_failure(config: &Config, e: fetch::FetchError) -> Failure {
+    Failure::new(
+        EXIT_UNAVAILABLE,
+        format!("environment {}: {e}", config.environment()),
+    )
+}
+
+/// Writes the record of one fetch; a record that cannot be written stops
+/// the delivery (fail closed).
+fn record(
+    sink: &mut AuditSink,
+    config: &Config,
+    mode: &str,
+    result: Result<&Fetched, &str>,
+    started: Instant,
+) -> Result<(), Failure> {
+    sink.write(fetch_event(config, mode, result, started.elapsed()))
+        .map_err(|e| Failure::new(EXIT_IOERR, format!("cannot write the audit record: {e}")))
+}
+
+/// Records a failure and passes it on.
+fn failed(
+    sink: &mut AuditSink,
+    config: &Config,
+    mode: &str,
+    started: Instant,
+    failure: Failure,
+) -> Failure {
+    match record(sink, config, mode, Err(&failure.message), started) {
+        Ok(()) => failure,
+        Err(audit) => {
+            tracing::error!(error = %audit.message, "the failure could not be audited");
+            failure
+        }
+    }
+}
+
+fn exec_mode(vars: &dyn Vars, command: Vec<OsString>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let config = start(vars)?;
+    let mut sink = AuditSink::new(config.audit());
+    let rt = runtime()?;
+    let fetched = rt.block_on(async {
+        let store = open_store(&config).await?;
+        let mut fetcher = Fetcher::new(&store, Plan::from_config(&config), config.on_missing());
+        fetcher.fetch().await.map_err(|e| fetch_failure(&config, e))
+    });
+    let fetched = match fetched {
+        Ok(f) => f,
+        Err(f) => return Err(failed(&mut sink, &config, "exec", started, f)),
+    };
+    let env = match exec::child_env(vars.all(), &fetched.secrets) {
+        Ok(env) => env,
+        Err(e) => {
+            let f = Failure::new(e.exit_code(), e);
+            return Err(failed(&mut sink, &config, "exec", started, f));
+        }
+    };
+    let program = match exec::resolve(&command[0], exec::path_of(&env)) {
+        Ok(p) => p,
+        Err(e) => {
+            exec::wipe(env);
+            let f = Failure::new(e.exit_code(), e);
+            return Err(failed(&mut sink, &config, "exec", started, f));
+        }
+    };
+    if let Err(f) = record(&mut sink, &config, "exec", Ok(&fetched), started) {
+        exec::wipe(env);
+        return Err(f);
+    }
+    tracing::debug!(program = %program.display(), variables = fetched.secrets.len(), "exec");
+    drop(fetched);
+    drop(rt);
+    let err = exec::exec(&program, &command, env);
+    Err(Failure::new(err.exit_code(), err))
+}
+
+fn files_mode(vars: &dyn Vars, args: &FilesArgs, refresh: Option<Duration>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let config = start(vars)?;
+    let mode = if refresh.is_some() { "sidecar" } else { "init" };
+    let mut dir =
+        AtomicDir::open(&args.dir, args.group).map_err(|e| Failure::new(e.exit_code(), e))?;
+    let mut sink = AuditSink::new(config.audit());
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut signals = match refresh {
+            Some(_) => Some(Signals::new()?),
+            None => None,
+        };
+        let store = match open_store(&config).await {
+            Ok(s) => s,
+            Err(f) => return Err(failed(&mut sink, &config, mode, started, f)),
+        };
+        let mut fetcher = Fetcher::new(&store, Plan::from_config(&config), config.on_missing());
+        let fetched = match fetcher.fetch().await {
+            Ok(f) => f,
+            Err(e) => {
+                let f = fetch_failure(&config, e);
+                return Err(failed(&mut sink, &config, mode, started, f));
+            }
+        };
+        if let Err(f) = write_set(&mut dir, &fetched, args) {
+            return Err(failed(&mut sink, &config, mode, started, f));
+        }
+        dir.mark_ready()
+            .map_err(|e| Failure::new(e.exit_code(), e))?;
+        record(&mut sink, &config, mode, Ok(&fetched), started)?;
+        let (Some(interval), Some(signals)) = (refresh, signals.as_mut()) else {
+            return Ok(());
+        };
+        let mut current = fetched.fingerprint();
+        drop(fetched);
+        // A failure is audited when it starts or changes, not every interval.
+        let mut last_failure: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = signals.next() => return Ok(()),
+            }
+            let started = Instant::now();
+            store.restart_deadline();
+            let result = tokio::select! {
+                r = fetcher.fetch() => r,
+                _ = signals.next() => return Ok(()),
+            };
+            let failure = match result {
+                Ok(fetched) => {
+                    let fingerprint = fetched.fingerprint();
+                    if fingerprint == current {
+                        tracing::debug!("no new version");
+                        last_failure = None;
+                        continue;
+                    }
+                    match write_set(&mut dir, &fetched, args) {
+                        Ok(()) => {
+                            tracing::info!(variables = fingerprint.len(), "new versions written");
+                            current = fingerprint;
+                            last_failure = None;
+                            if let Err(f) = record(&mut sink, &config, mode, Ok(&fetched), started)
+                            {
+                                tracing::error!(error = %f.message, "audit");
+                            }
+                            continue;
+                        }
+                        Err(f) => f,
+                    }
+                }
+                Err(e) => fetch_failure(&config, e),
+            };
+            tracing::warn!(error = %failure.message, "refresh failed; the current files stay");
+            if last_failure.as_deref() != Some(failure.message.as_str()) {
+                last_failure = Some(failure.message.clone());
+                failed(&mut sink, &config, mode, started, failure);
+            }
+        }
+    })
+}
+
+fn write_set(dir: &mut AtomicDir, fetched: &Fetched, args: &FilesArgs) -> Result<(), Failure> {
+    let rendered =
+        files::render(&fetched.secrets, args.format).map_err(|e| Failure::new(e.exit_code(), e))?;
+    dir.write(&rendered)
+        .map_err(|e| Failure::new(e.exit_code(), e))
+}
+
+/// SIGTERM and SIGINT: the sidecar's way out (exit 0).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err =
+            |e: std::io::Error| Failure::new(EXIT_SOFTWARE, format!("cannot handle signals: {e}"));
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: exiting"),
+            _ = self.int.recv() => tracing::info!("SIGINT: exiting"),
+        }
+    }
+}
+
+fn ready(dir: &Path) -> Result<(), Failure> {
+    if files::is_ready(dir) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            1,
+            format!(
+                "{}: not ready: no {} marker yet",
+                dir.display(),
+                files::READY_MARKER
+            ),
+        ))
+    }
+}
+
+/// Copies this binary to `DIR/sidekey-agent`, mode 0555, through a
+/// temporary file and a rename (a reader never sees half a binary).
+fn install(dir: &Path) -> Result<(), Failure> {
+    let fail = |what: &str, path: &Path, e: std::io::Error| {
+        Failure::new(EXIT_CANTCREAT, format!("{what} {}: {e}", path.display()))
+    };
+    let self_path = Path::new("/proc/self/exe");
+    let mut source = match std::fs::File::open(self_path) {
+        Ok(f) => f,
+        Err(_) => {
+            let exe = std::env::current_exe().map_err(|e| fail("cannot find", self_path, e))?;
+            std::fs::File::open(&exe).map_err(|e| fail("cannot read", &exe, e))?
+        }
+    };
+    let target = dir.join("sidekey-agent");
+    let tmp = dir.join(format!(".sidekey-agent.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&tmp)
+            .map_err(|e| fail("cannot create", &tmp, e))?;
+        std::io::copy(&mut source, &mut out).map_err(|e| fail("cannot write", &tmp, e))?;
+        out.sync_all().map_err(|e| fail("cannot write", &tmp, e))?;
+        out.set_permissions(std::fs::Permissions::from_mode(0o555))
+            .map_err(|e| fail("cannot set the mode of", &tmp, e))?;
+        drop(out);
+        std::fs::rename(&tmp, &target).map_err(|e| fail("cannot rename to", &target, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,5 @@
+//! `sidekey-agent`: see the library for everything.
+
+fn main() -> std::process::ExitCode {
+    sidekey_agent::main()
+}
