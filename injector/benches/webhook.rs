@@ -1,0 +1,427 @@
+//! The webhook over TLS on loopback, beside a bare hyper + rustls server
+//! that returns a canned AdmissionReview answer, measured in the same run.
+//!
+//! ```text
+//! cargo bench -p sidekey-injector --bench webhook
+//! ```
+//!
+//! - The injector is the real binary (release-like `bench` profile) as its
+//!   own process, audit records to /dev/null, logs at `warn`.
+//! - The baseline runs in this process on its own 2-thread runtime: it
+//!   reads the whole body and answers with the bytes the injector gave for
+//!   the same review (same size), over the same TLS and HTTP/2 settings.
+//! - Load: `h2load` (Debian package `nghttp2-client`, installed with
+//!   apt-get when missing) over HTTP/2 with TLS and keep-alive, one
+//!   typical opted-in pod review (about 4 KB) repeated:
+//!   - fixed rate: 2,000 reviews/s (4 connections x 500/s) for
+//!     `SIDEKEY_BENCH_SECONDS` (default 5) after 2 s of warm-up;
+//!     p50/p99 from h2load's per-request log;
+//!   - maximum: 8 connections x 8 streams for the same time;
+//!   - the injector's maximum again with the same pod not opted in (the
+//!     planner's skip path: what the server costs without a patch);
+//!   - the injector's peak RSS (VmHWM) after all runs.
+//!
+//!   All five runs are repeated `SIDEKEY_BENCH_ROUNDS` times (default 3),
+//!   interleaved, and each figure is the median over the rounds: the
+//!   machines are shared, and a burst of load from elsewhere then hits the
+//!   baseline and the injector alike.
+//!
+//! Prints a table and one JSON line (`BENCH_JSON {...}`). Run without
+//! `--bench` (e.g. by `cargo test --benches`) it only says how to run it.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Requests per second at the fixed rate, and how it is split.
+const RATE: u32 = 2_000;
+const RATE_CLIENTS: u32 = 4;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "webhook benchmark: run it with `cargo bench -p sidekey-injector --bench webhook`"
+        );
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("webhook benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    ensure_h2load()?;
+    let seconds: u32 = std::env::var("SIDEKEY_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let rounds: u32 = std::env::var("SIDEKEY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (ca, leaf, cert, key) = common::write_certs(dir.path());
+    let body_path = dir.path().join("review.json");
+    let review = serde_json::to_vec(&common::injectable("bench-uid")).unwrap();
+    std::fs::write(&body_path, &review).unwrap();
+    // The same pod without the opt-in: the planner skips it.
+    let skip_path = dir.path().join("review-skip.json");
+    let skip = serde_json::to_vec(&common::review(
+        "bench-skip",
+        "team-a",
+        "CREATE",
+        common::pod(serde_json::json!({})),
+    ))
+    .unwrap();
+    std::fs::write(&skip_path, &skip).unwrap();
+
+    // The injector, as a process.
+    let mut injector = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SIDEKEY_LOG", "warn,sidekey_injector::server=info")
+        .env("POD_NAMESPACE", "sidekey")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the injector: {e}"))?;
+    let injector_addr = read_listen_addr(&mut injector)?;
+    let pid = injector.id();
+
+    // One answer from the injector: the baseline serves the same bytes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let canned = runtime.block_on(async {
+        let mut client = common::Client::connect(injector_addr, &[&ca.der], common::Alpn::H2)
+            .await
+            .map_err(|e| format!("connecting to the injector: {e}"))?;
+        let a = client.send("POST", "/mutate", review.clone()).await?;
+        if a.status != 200 || a.response().get("patch").is_none() {
+            return Err(format!("the injector did not inject: {}", a.text()));
+        }
+        Ok::<_, String>(a.body)
+    })?;
+    let baseline_addr = runtime.block_on(start_baseline(&leaf, canned.clone()));
+    let rss_idle = vm_kb(pid, "VmRSS").unwrap_or(0);
+
+    println!(
+        "webhook benchmark: review {} bytes, answer {} bytes, {rounds} rounds of {seconds} s runs (medians), HTTP/2 over TLS 1.3, loopback",
+        review.len(),
+        canned.len()
+    );
+    let fixed_args = [
+        "-c".to_owned(),
+        RATE_CLIENTS.to_string(),
+        "-m".to_owned(),
+        "1".to_owned(),
+        "--rps".to_owned(),
+        (RATE / RATE_CLIENTS).to_string(),
+    ];
+    let max_args = ["-c", "8", "-m", "8"].map(str::to_owned);
+    let baseline_url = format!("https://127.0.0.1:{}/mutate", baseline_addr.port());
+    let injector_url = format!("https://127.0.0.1:{}/mutate", injector_addr.port());
+    // (label, url, body, h2load options); each round runs them all in turn,
+    // so a burst of load from elsewhere hits both servers alike.
+    let plan: [(&str, &str, &Path, &[String]); 5] = [
+        ("baseline fixed", &baseline_url, &body_path, &fixed_args),
+        ("injector fixed", &injector_url, &body_path, &fixed_args),
+        ("baseline max", &baseline_url, &body_path, &max_args),
+        ("injector max", &injector_url, &body_path, &max_args),
+        ("injector skip max", &injector_url, &skip_path, &max_args),
+    ];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); plan.len()];
+    for round in 1..=rounds {
+        for (i, (label, url, body, args)) in plan.iter().enumerate() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = h2load(url, body, dir.path(), &args, seconds)?;
+            eprintln!(
+                "round {round}/{rounds} {label:<18} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+                run.rps, run.p50_ms, run.p99_ms
+            );
+            runs[i].push(run);
+        }
+    }
+    let [base_fixed, inj_fixed, base_max, inj_max, skip_max] =
+        [0, 1, 2, 3, 4].map(|i| Run::median(&runs[i]));
+    let results = [
+        ("baseline", base_fixed, base_max),
+        ("injector", inj_fixed, inj_max),
+    ];
+    let rss_peak = vm_kb(pid, "VmHWM").unwrap_or(0);
+    let ratio = inj_max.rps / base_max.rps;
+
+    println!();
+    println!("| server   | rate 2k/s: achieved | p50 ms | p99 ms | max: req/s | p50 ms | p99 ms |");
+    println!("|----------|---------------------|--------|--------|------------|--------|--------|");
+    for (name, fixed, max) in &results {
+        println!(
+            "| {name:<8} | {:>19.0} | {:>6.3} | {:>6.3} | {:>10.0} | {:>6.3} | {:>6.3} |",
+            fixed.rps, fixed.p50_ms, fixed.p99_ms, max.rps, max.p50_ms, max.p99_ms
+        );
+    }
+    println!(
+        "| injector, pod not opted in (skip path)         | {:>10.0} | {:>6.3} | {:>6.3} |",
+        skip_max.rps, skip_max.p50_ms, skip_max.p99_ms
+    );
+    println!();
+    println!(
+        "injector / baseline max throughput: {:.1} % (target >= 70 %)",
+        ratio * 100.0
+    );
+    println!(
+        "injector p99 at {RATE} reviews/s: {:.3} ms (target < 1 ms; baseline {:.3} ms)",
+        inj_fixed.p99_ms, base_fixed.p99_ms
+    );
+    println!(
+        "injector RSS: {:.1} MB idle, {:.1} MB peak under load (VmHWM; target < 30 MB)",
+        rss_idle as f64 / 1024.0,
+        rss_peak as f64 / 1024.0
+    );
+    println!(
+        "BENCH_JSON {}",
+        serde_json::json!({
+            "review_bytes": review.len(),
+            "seconds": seconds,
+            "rounds": rounds,
+            "baseline": {"fixed_rps": base_fixed.rps, "fixed_p50_ms": base_fixed.p50_ms, "fixed_p99_ms": base_fixed.p99_ms,
+                          "max_rps": base_max.rps, "max_p99_ms": base_max.p99_ms},
+            "injector": {"fixed_rps": inj_fixed.rps, "fixed_p50_ms": inj_fixed.p50_ms, "fixed_p99_ms": inj_fixed.p99_ms,
+                          "max_rps": inj_max.rps, "max_p99_ms": inj_max.p99_ms,
+                          "rss_idle_kb": rss_idle, "rss_peak_kb": rss_peak},
+            "injector_skip_path": {"max_rps": skip_max.rps, "max_p99_ms": skip_max.p99_ms},
+            "max_ratio": ratio,
+        })
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = injector.wait();
+    Ok(())
+}
+
+fn ensure_h2load() -> Result<(), String> {
+    let found = || {
+        Command::new("h2load")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found() {
+        return Ok(());
+    }
+    eprintln!("h2load not found: installing nghttp2-client with apt-get");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "nghttp2-client"][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!("apt-get {} failed", args.join(" ")));
+        }
+    }
+    if found() {
+        Ok(())
+    } else {
+        Err("h2load is still missing after installing nghttp2-client".to_owned())
+    }
+}
+
+fn read_listen_addr(child: &mut std::process::Child) -> Result<SocketAddr, String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            let addr = addr
+                .parse()
+                .map_err(|_| format!("bad address in {line:?}"))?;
+            // Keep draining stderr so the injector never blocks on it.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(addr);
+        }
+    }
+    Err("the injector exited before listening".to_owned())
+}
+
+/// A bare hyper + rustls server: reads the body, answers `canned`.
+async fn start_baseline(leaf: &common::Leaf, canned: Bytes) -> SocketAddr {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    let builder = Arc::new(builder);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            let canned = canned.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let canned = canned.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        let mut r = Response::new(Full::new(canned));
+                        r.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// One h2load run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Run {
+    /// The median of each figure over `runs` (not empty).
+    fn median(runs: &[Run]) -> Run {
+        let med = |f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Run {
+            rps: med(|r| r.rps),
+            p50_ms: med(|r| r.p50_ms),
+            p99_ms: med(|r| r.p99_ms),
+        }
+    }
+}
+
+fn h2load(url: &str, body: &Path, dir: &Path, extra: &[&str], seconds: u32) -> Result<Run, String> {
+    let log: PathBuf = dir.join("h2load.log");
+    let _ = std::fs::remove_file(&log);
+    let out = Command::new("h2load")
+        .args(extra)
+        .args(["-t", "1", "--warm-up-time", "2", "-D", &seconds.to_string()])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/json"])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url)
+        .output()
+        .map_err(|e| format!("h2load: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "h2load failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // "requests: N total, N started, N done, N succeeded, 0 failed, 0 errored, 0 timeout"
+    let requests = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .ok_or_else(|| format!("no requests line in h2load output:\n{text}"))?;
+    if !requests.contains(" 0 failed, 0 errored") {
+        return Err(format!("h2load saw failures: {requests}"));
+    }
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.trim_end_matches(" req/s").parse::<f64>().ok())
+        .ok_or_else(|| format!("no req/s in h2load output:\n{text}"))?;
+    let mut micros: Vec<u64> = std::fs::read_to_string(&log)
+        .map_err(|e| format!("h2load log: {e}"))?
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let _start = cols.next()?;
+            let status = cols.next()?;
+            let took = cols.next()?.parse::<u64>().ok()?;
+            (status == "200").then_some(took)
+        })
+        .collect();
+    if micros.is_empty() {
+        return Err("h2load logged no successful request".to_owned());
+    }
+    micros.sort_unstable();
+    let pick = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    Ok(Run {
+        rps,
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    })
+}
+
+/// A `Vm*` line of /proc/PID/status, in kB.
+fn vm_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,337 @@
+//! Prometheus metrics, rendered in the text exposition format (0.0.4) by
+//! hand: a handful of counters and one histogram need no library.
+//!
+//! - `sidekey_injector_reviews_total{outcome}`: injected, skipped, denied,
+//!   invalid, error (HTTP 4xx answers without a review count as invalid).
+//! - `sidekey_injector_review_duration_seconds{outcome}`: from the request's
+//!   arrival to the answer, body read included.
+//! - `sidekey_injector_injections_total{namespace}`,
+//!   `sidekey_injector_denials_total{namespace}`: at most
+//!   [`MAX_NAMESPACES`] label values each, then `namespace="_other"`
+//!   (short-lived namespaces would otherwise grow the series forever).
+//! - `sidekey_injector_certificate_reloads_total{result}` and
+//!   `sidekey_injector_audit_failures_total`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Most distinct namespaces kept as label values per counter.
+pub const MAX_NAMESPACES: usize = 2048;
+
+/// The label value used once [`MAX_NAMESPACES`] is reached.
+pub const OTHER_NAMESPACE: &str = "_other";
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// How one request to `/mutate` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Allowed with a patch.
+    Injected,
+    /// Allowed without a patch (not opted in, excluded namespace, already
+    /// injected, not a Pod, not CREATE).
+    Skipped,
+    /// Refused: a bad annotation (allowed=false, 403).
+    Denied,
+    /// The body is not a usable review (HTTP 4xx, or an invalid answer).
+    Invalid,
+    /// An internal failure (HTTP 500).
+    Error,
+}
+
+impl ReviewOutcome {
+    /// Every outcome, in the order metrics are written.
+    pub const ALL: [ReviewOutcome; 5] = [
+        ReviewOutcome::Injected,
+        ReviewOutcome::Skipped,
+        ReviewOutcome::Denied,
+        ReviewOutcome::Invalid,
+        ReviewOutcome::Error,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewOutcome::Injected => "injected",
+            ReviewOutcome::Skipped => "skipped",
+            ReviewOutcome::Denied => "denied",
+            ReviewOutcome::Invalid => "invalid",
+            ReviewOutcome::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct ByNamespace(Mutex<HashMap<String, u64>>);
+
+impl ByNamespace {
+    fn inc(&self, namespace: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(namespace) {
+            *n += 1;
+        } else if map.len() < MAX_NAMESPACES {
+            map.insert(namespace.to_owned(), 1);
+        } else {
+            *map.entry(OTHER_NAMESPACE.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64)> = map.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+
+    fn get(&self, namespace: &str) -> u64 {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(namespace).copied().unwrap_or(0)
+    }
+}
+
+/// The injector's counters and histogram.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    reviews: [AtomicU64; 5],
+    latency: [Histogram; 5],
+    injections: ByNamespace,
+    denials: ByNamespace,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    audit_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request to `/mutate` and its duration.
+    pub fn review(&self, outcome: ReviewOutcome, namespace: Option<&str>, took: Duration) {
+        self.reviews[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        self.latency[outcome.index()].observe(took);
+        match (outcome, namespace) {
+            (ReviewOutcome::Injected, Some(ns)) => self.injections.inc(ns),
+            (ReviewOutcome::Denied, Some(ns)) => self.denials.inc(ns),
+            _ => {}
+        }
+    }
+
+    /// Counts a certificate reload attempt.
+    pub fn certificate_reload(&self, ok: bool) {
+        let c = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an audit record that could not be written.
+    pub fn audit_failure(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `sidekey_injector_reviews_total{outcome}`.
+    pub fn reviews(&self, outcome: ReviewOutcome) -> u64 {
+        self.reviews[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// `sidekey_injector_injections_total{namespace}`.
+    pub fn injections(&self, namespace: &str) -> u64 {
+        self.injections.get(namespace)
+    }
+
+    /// `sidekey_injector_denials_total{namespace}`.
+    pub fn denials(&self, namespace: &str) -> u64 {
+        self.denials.get(namespace)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP sidekey_injector_reviews_total Admission reviews answered, by outcome.\n",
+        );
+        out.push_str("# TYPE sidekey_injector_reviews_total counter\n");
+        for o in ReviewOutcome::ALL {
+            let _ = writeln!(
+                out,
+                "sidekey_injector_reviews_total{{outcome=\"{}\"}} {}",
+                o.as_str(),
+                self.reviews(o)
+            );
+        }
+
+        out.push_str("# HELP sidekey_injector_review_duration_seconds Time from a review's arrival to its answer.\n");
+        out.push_str("# TYPE sidekey_injector_review_duration_seconds histogram\n");
+        for o in ReviewOutcome::ALL {
+            let h = &self.latency[o.index()];
+            let mut cumulative = 0;
+            for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "sidekey_injector_review_duration_seconds_bucket{{outcome=\"{}\",le=\"{bound}\"}} {cumulative}",
+                    o.as_str()
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "sidekey_injector_review_duration_seconds_bucket{{outcome=\"{}\",le=\"+Inf\"}} {count}",
+                o.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "sidekey_injector_review_duration_seconds_sum{{outcome=\"{}\"}} {sum}",
+                o.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "sidekey_injector_review_duration_seconds_count{{outcome=\"{}\"}} {count}",
+                o.as_str()
+            );
+        }
+
+        for (name, help, counter) in [
+            (
+                "sidekey_injector_injections_total",
+                "Pods that received the agent, by namespace.",
+                &self.injections,
+            ),
+            (
+                "sidekey_injector_denials_total",
+                "Pods refused for a bad annotation, by namespace.",
+                &self.denials,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (ns, n) in counter.snapshot() {
+                let _ = writeln!(out, "{name}{{namespace=\"{}\"}} {n}", escape_label(&ns));
+            }
+        }
+
+        out.push_str("# HELP sidekey_injector_certificate_reloads_total Serving certificate reloads from disk, by result.\n");
+        out.push_str("# TYPE sidekey_injector_certificate_reloads_total counter\n");
+        let _ = writeln!(
+            out,
+            "sidekey_injector_certificate_reloads_total{{result=\"success\"}} {}",
+            self.reloads_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "sidekey_injector_certificate_reloads_total{{result=\"failure\"}} {}",
+            self.reloads_failed.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP sidekey_injector_audit_failures_total Audit records that could not be written.\n");
+        out.push_str("# TYPE sidekey_injector_audit_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "sidekey_injector_audit_failures_total {}",
+            self.audit_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape_label(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let m = Metrics::default();
+        m.review(
+            ReviewOutcome::Injected,
+            Some("team-a"),
+            Duration::from_micros(300),
+        );
+        m.review(
+            ReviewOutcome::Injected,
+            Some("team-a"),
+            Duration::from_millis(2),
+        );
+        m.review(
+            ReviewOutcome::Denied,
+            Some("b\"\n\\"),
+            Duration::from_micros(50),
+        );
+        m.review(ReviewOutcome::Invalid, None, Duration::from_secs(60));
+        let text = m.render();
+        assert!(text.contains("sidekey_injector_reviews_total{outcome=\"injected\"} 2\n"));
+        assert!(text.contains("sidekey_injector_reviews_total{outcome=\"error\"} 0\n"));
+        assert!(text.contains("sidekey_injector_injections_total{namespace=\"team-a\"} 2\n"));
+        assert!(text.contains("sidekey_injector_denials_total{namespace=\"b\\\"\\n\\\\\"} 1\n"));
+        assert!(text.contains(
+            "sidekey_injector_review_duration_seconds_bucket{outcome=\"injected\",le=\"0.0005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "sidekey_injector_review_duration_seconds_bucket{outcome=\"injected\",le=\"0.0025\"} 2\n"
+        ));
+        // Longer than the last bound: only in +Inf.
+        assert!(text.contains(
+            "sidekey_injector_review_duration_seconds_bucket{outcome=\"invalid\",le=\"5\"} 0\n"
+        ));
+        assert!(text.contains(
+            "sidekey_injector_review_duration_seconds_bucket{outcome=\"invalid\",le=\"+Inf\"} 1\n"
+        ));
+        assert!(text
+            .contains("sidekey_injector_review_duration_seconds_count{outcome=\"invalid\"} 1\n"));
+    }
+
+    #[test]
+    fn namespaces_are_capped() {
+        let m = Metrics::default();
+        for i in 0..MAX_NAMESPACES + 3 {
+            m.review(
+                ReviewOutcome::Injected,
+                Some(&format!("ns-{i}")),
+                Duration::ZERO,
+            );
+        }
+        assert_eq!(m.injections(OTHER_NAMESPACE), 3);
+        assert_eq!(m.injections("ns-0"), 1);
+    }
+}

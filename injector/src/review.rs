@@ -1,0 +1,733 @@
+//! One AdmissionReview in, one answer out: no I/O, no clock, no logging.
+//!
+//! The body is read in two steps. A borrowed view of the envelope
+//! ([`ReviewIn`]) takes the uid, kind, operation, namespace and user and
+//! keeps the object as raw JSON text; only a Pod on CREATE is then parsed
+//! into a typed `Pod` for the planner, and only when its annotations opt
+//! in: a pod the planner skips on its annotations alone (not opted in,
+//! already injected) is planned from its metadata, which gives the same
+//! decision without parsing the spec. A review of anything else costs one
+//! scan of the body (TESTING.md measured the parse as where a webhook
+//! spends its time). The answer is a `kube_core` [`AdmissionResponse`].
+//!
+//! Three answers for a request that cannot be injected (STYLE.md):
+//! - the body is not a usable AdmissionReview (not JSON, wrong kind or
+//!   apiVersion, no request): HTTP 400 with a short text; once the uid is
+//!   known (no object, no namespace, an object that is not a Pod) an
+//!   AdmissionResponse with `allowed: false`, code 400, reason `BadRequest`;
+//! - a bad annotation: `allowed: false`, code 403, reason `Forbidden`, the
+//!   planner's denials joined by `"; "` (each names the annotation and the
+//!   rule);
+//! - an internal failure: HTTP 500; the webhook's `failurePolicy` decides.
+//!
+//! Messages about a body never quote it: serde's messages can carry a
+//! value from the input ("invalid type: string \"...\""), and a pod's env
+//! values may be secrets. [`describe_json_error`] keeps the position and
+//! the kind of error only.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use base64::Engine as _;
+use hyper::StatusCode;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube_core::admission::AdmissionResponse;
+use kube_core::response::StatusSummary;
+use kube_core::Status;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sidekey_audit::{Event, Outcome, SecretRef};
+use sidekey_model::Selector;
+use sidekey_patch::{Config, Decision, Denial, Plan, Request, Resolution};
+
+use crate::metrics::ReviewOutcome;
+
+/// The only AdmissionReview version served.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The envelope's kind.
+pub const KIND: &str = "AdmissionReview";
+/// The audit event name of a decision.
+pub const AUDIT_EVENT: &str = "review";
+
+/// The answer to one body posted to `/mutate`.
+#[derive(Debug)]
+pub struct Reviewed {
+    /// The HTTP status: 200 for an AdmissionReview answer (allowed or not),
+    /// 400 or 500 otherwise.
+    pub status: StatusCode,
+    /// The response body: AdmissionReview JSON for 200, a short text line
+    /// otherwise.
+    pub body: Vec<u8>,
+    /// Whether `body` is JSON.
+    pub json: bool,
+    /// For metrics.
+    pub outcome: ReviewOutcome,
+    /// What may be logged about the request (never the body).
+    pub summary: Summary,
+    /// The audit record of the decision, when there is one (every answer
+    /// with a uid).
+    pub event: Option<Event>,
+}
+
+/// The loggable facts of a review: uid, namespace, name, operation and why
+/// it ended as it did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub uid: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub operation: Option<String>,
+    /// One line, free of request content beyond the names above.
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: KindIn<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(borrow, default)]
+    user_info: Option<UserIn<'a>>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct KindIn<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct UserIn<'a> {
+    #[serde(borrow, default)]
+    username: Option<Cow<'a, str>>,
+}
+
+/// Reviews one body against `config`.
+pub fn review(body: &[u8], config: &Config) -> Reviewed {
+    let envelope: ReviewIn<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(format!(
+                "the body is not an AdmissionReview: {}",
+                describe_json_error(&e)
+            ))
+        }
+    };
+    if envelope.kind.as_deref() != Some(KIND)
+        || envelope.api_version.as_deref() != Some(API_VERSION)
+    {
+        return bad_request(format!(
+            "expected kind {KIND} with apiVersion {API_VERSION}"
+        ));
+    }
+    let Some(request) = envelope.request else {
+        return bad_request("the AdmissionReview has no request".to_owned());
+    };
+    review_request(&request, config)
+}
+
+fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
+    let mut summary = Summary {
+        uid: Some(req.uid.to_string()),
+        namespace: req.namespace.as_deref().map(str::to_owned),
+        name: req
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+        operation: Some(req.operation.to_string()),
+        reason: String::new(),
+    };
+    let actor = req
+        .user_info
+        .as_ref()
+        .and_then(|u| u.username.as_deref())
+        .map(str::to_owned);
+    let mut event = Event::new(AUDIT_EVENT);
+    event.namespace = summary.namespace.clone();
+    event.pod = summary.name.clone();
+    event.actor = actor.clone();
+    event
+        .extra
+        .insert("uid".to_owned(), req.uid.to_string().into());
+    event
+        .extra
+        .insert("operation".to_owned(), req.operation.to_string().into());
+    if req.dry_run == Some(true) {
+        event.extra.insert("dry_run".to_owned(), true.into());
+    }
+
+    let is_pod = req.kind.group.is_empty()
+        && req.kind.version == "v1"
+        && req.kind.kind == "Pod"
+        && req.sub_resource.as_deref().unwrap_or("").is_empty();
+    if !is_pod {
+        let what = if req.kind.group.is_empty() {
+            format!("{}/{}", req.kind.version, req.kind.kind)
+        } else {
+            format!("{}/{}/{}", req.kind.group, req.kind.version, req.kind.kind)
+        };
+        let sub = req
+            .sub_resource
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" (subresource {s})"))
+            .unwrap_or_default();
+        summary.reason = format!("{what}{sub} is not a pod: allowed untouched");
+        return skipped(&req.uid, summary, event);
+    }
+    if req.operation != "CREATE" {
+        summary.reason = format!(
+            "operation {} is not planned: allowed untouched",
+            req.operation
+        );
+        return skipped(&req.uid, summary, event);
+    }
+    let Some(raw) = req.object else {
+        return invalid(
+            &req.uid,
+            summary,
+            event,
+            "the request has no object".to_owned(),
+        );
+    };
+    let pod: Pod = match not_planned(raw) {
+        Some(pod) => pod,
+        None => match serde_json::from_str(raw.get()) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("the object is not a valid Pod: {}", describe_json_error(&e));
+                return invalid(&req.uid, summary, event, message);
+            }
+        },
+    };
+    if summary.name.is_none() {
+        summary.name = pod
+            .metadata
+            .name
+            .clone()
+            .or_else(|| pod.metadata.generate_name.clone())
+            .filter(|n| !n.is_empty());
+        event.pod = summary.name.clone();
+    }
+    let namespace = match summary
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.namespace.clone().filter(|n| !n.is_empty()))
+    {
+        Some(ns) => ns,
+        None => {
+            return invalid(
+                &req.uid,
+                summary,
+                event,
+                "the request has no namespace".to_owned(),
+            )
+        }
+    };
+    summary.namespace = Some(namespace.clone());
+    event.namespace = Some(namespace.clone());
+
+    let request = Request {
+        namespace: &namespace,
+        user: actor.as_deref(),
+    };
+    let decision = match catch_unwind(AssertUnwindSafe(|| {
+        sidekey_patch::plan(&pod, &request, config)
+    })) {
+        Ok(d) => d,
+        Err(_) => return internal(summary, event, "the planner failed".to_owned()),
+    };
+    match decision {
+        Decision::Skip { reason } => {
+            event.environment = environment_of(config, &namespace);
+            summary.reason = reason;
+            skipped(&req.uid, summary, event)
+        }
+        Decision::Deny(denials) => denied(&req.uid, summary, event, config, &namespace, &denials),
+        Decision::Inject(plan) => injected(&req.uid, summary, event, plan),
+    }
+}
+
+#[derive(Deserialize)]
+struct ObjectView {
+    #[serde(default)]
+    metadata: Option<MetaView>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// The fast path for pods the planner skips on their annotations alone
+/// (no `sidekey.io/inject: "true"`, or already injected): a pod holding
+/// only the object's metadata names and annotations, for which the planner
+/// gives the same decision as for the whole pod, without parsing the spec.
+/// `None` when the pod must be parsed and planned in full (or the metadata
+/// cannot be read this way, and the full parse will say why).
+fn not_planned(raw: &RawValue) -> Option<Pod> {
+    let meta = serde_json::from_str::<ObjectView>(raw.get())
+        .ok()?
+        .metadata?;
+    let annotations = meta.annotations.unwrap_or_default();
+    if sidekey_patch::wants_injection(&annotations) && !sidekey_patch::is_injected(&annotations) {
+        return None;
+    }
+    Some(Pod {
+        metadata: ObjectMeta {
+            annotations: Some(annotations),
+            name: meta.name,
+            generate_name: meta.generate_name,
+            namespace: meta.namespace,
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    })
+}
+
+fn environment_of(config: &Config, namespace: &str) -> Option<String> {
+    match config.resolve(namespace) {
+        Resolution::Environment { environment, .. } => Some(environment.to_string()),
+        Resolution::Excluded { .. } | Resolution::Invalid { .. } => None,
+    }
+}
+
+fn allowed_response(uid: &str) -> AdmissionResponse {
+    let mut r = AdmissionResponse::invalid("");
+    r.uid = uid.to_owned();
+    r.allowed = true;
+    r.result = Status::default();
+    r
+}
+
+fn refused_response(uid: &str, code: u16, reason: &str, message: String) -> AdmissionResponse {
+    let mut r = allowed_response(uid).deny(message);
+    r.result.status = Some(StatusSummary::Failure);
+    r.result.code = code;
+    r.result.reason = reason.to_owned();
+    r
+}
+
+fn skipped(uid: &str, summary: Summary, mut event: Event) -> Reviewed {
+    event.outcome = Outcome::Skipped;
+    event.reason = Some(summary.reason.clone());
+    answer(
+        allowed_response(uid),
+        ReviewOutcome::Skipped,
+        summary,
+        event,
+    )
+}
+
+fn invalid(uid: &str, mut summary: Summary, mut event: Event, message: String) -> Reviewed {
+    event.outcome = Outcome::Failure;
+    event.reason = Some(format!("invalid review: {message}"));
+    let response = refused_response(uid, 400, "BadRequest", message.clone());
+    summary.reason = message;
+    answer(response, ReviewOutcome::Invalid, summary, event)
+}
+
+fn denied(
+    uid: &str,
+    mut summary: Summary,
+    mut event: Event,
+    config: &Config,
+    namespace: &str,
+    denials: &[Denial],
+) -> Reviewed {
+    let message = join_denials(denials);
+    event.environment = environment_of(config, namespace);
+    event.outcome = Outcome::Denied;
+    event.reason = Some(message.clone());
+    summary.reason = message.clone();
+    let response = refused_response(uid, 403, "Forbidden", message);
+    answer(response, ReviewOutcome::Denied, summary, event)
+}
+
+/// The denials as one message: `"; "`-separated, each prefixed with its
+/// annotation unless its message already names it.
+pub fn join_denials(denials: &[Denial]) -> String {
+    if denials.is_empty() {
+        return "denied by sidekey".to_owned();
+    }
+    let parts: Vec<String> = denials
+        .iter()
+        .map(|d| match &d.annotation {
+            Some(a) if !d.message.contains(a.as_str()) => format!("{a}: {}", d.message),
+            _ => d.message.clone(),
+        })
+        .collect();
+    parts.join("; ")
+}
+
+fn injected(uid: &str, mut summary: Summary, mut event: Event, plan: Plan) -> Reviewed {
+    event.environment = Some(plan.environment.to_string());
+    event.outcome = Outcome::Success;
+    event.secrets = plan
+        .services
+        .iter()
+        .map(|s| SecretRef::new(s.to_string(), "*", None))
+        .chain(plan.picks.iter().map(|p| {
+            let version = match p.selector {
+                Selector::Version(v) => Some(v),
+                _ => None,
+            };
+            SecretRef::new(p.service.to_string(), p.key.to_string(), version)
+        }))
+        .collect();
+    if !plan.inherit.is_empty() {
+        let inherit: Vec<serde_json::Value> =
+            plan.inherit.iter().map(|e| e.to_string().into()).collect();
+        event.extra.insert("inherit".to_owned(), inherit.into());
+    }
+    event
+        .extra
+        .insert("delivery".to_owned(), plan.delivery.to_string().into());
+    event.extra.insert(
+        "containers".to_owned(),
+        plan.containers
+            .iter()
+            .map(|c| serde_json::Value::from(c.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    summary.reason = format!(
+        "injected into {} container(s), environment {}",
+        plan.containers.len(),
+        plan.environment
+    );
+    event.reason = Some(summary.reason.clone());
+    let mut response = allowed_response(uid);
+    if !plan.warnings.is_empty() {
+        response.warnings = Some(plan.warnings.clone());
+    }
+    if !plan.patch.0.is_empty() {
+        response = match response.with_patch(plan.patch) {
+            Ok(r) => r,
+            Err(_) => return internal(summary, event, "cannot serialise the patch".to_owned()),
+        };
+    }
+    answer(response, ReviewOutcome::Injected, summary, event)
+}
+
+fn answer(
+    response: AdmissionResponse,
+    outcome: ReviewOutcome,
+    summary: Summary,
+    event: Event,
+) -> Reviewed {
+    match encode(&response) {
+        Ok(body) => Reviewed {
+            status: StatusCode::OK,
+            body,
+            json: true,
+            outcome,
+            summary,
+            event: Some(event),
+        },
+        Err(_) => internal(summary, event, "cannot serialise the answer".to_owned()),
+    }
+}
+
+fn bad_request(reason: String) -> Reviewed {
+    Reviewed {
+        status: StatusCode::BAD_REQUEST,
+        body: format!("{reason}\n").into_bytes(),
+        json: false,
+        outcome: ReviewOutcome::Invalid,
+        summary: Summary {
+            reason,
+            ..Summary::default()
+        },
+        event: None,
+    }
+}
+
+fn internal(mut summary: Summary, mut event: Event, reason: String) -> Reviewed {
+    event.outcome = Outcome::Failure;
+    event.reason = Some(format!("internal error: {reason}"));
+    summary.reason = reason;
+    Reviewed {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        body: b"internal error\n".to_vec(),
+        json: false,
+        outcome: ReviewOutcome::Error,
+        summary,
+        event: Some(event),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    audit_annotations: &'a std::collections::HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+/// The AdmissionReview JSON of `response`.
+///
+/// `kube_core` serialises the patch bytes as a JSON array of numbers; the
+/// API server's Go types read `[]byte` from base64 text, which is what this
+/// writes (a third of the size). The status is left out of an allowed
+/// answer (the API server does not read it).
+pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+    let out = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status: (!response.allowed).then_some(&response.result),
+            patch: response
+                .patch
+                .as_deref()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
+            audit_annotations: &response.audit_annotations,
+            warnings: response.warnings.as_ref(),
+        },
+    };
+    serde_json::to_vec(&out)
+}
+
+/// What a serde_json error says, without any part of the input: the kind of
+/// error and its position. A missing field is named (the name comes from
+/// the schema, not from the input).
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Syntax => format!("invalid JSON at {at}"),
+        Category::Eof => "the JSON ends early".to_owned(),
+        Category::Io => "cannot read the body".to_owned(),
+        Category::Data => {
+            let message = e.to_string();
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .filter(|name| {
+                    name.len() <= 64
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            match missing {
+                Some(name) => format!("missing field `{name}` at {at}"),
+                None => format!("a field has the wrong type or value at {at}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_input() {
+        const SECRET: &str = "hunter2-secret";
+        let cases = [
+            format!("{{\"a\": \"{SECRET}\""),
+            format!("{{\"a\": {SECRET}}}"),
+            format!("[\"{SECRET}\", ]"),
+        ];
+        for body in &cases {
+            let e = serde_json::from_str::<serde_json::Value>(body).unwrap_err();
+            let d = describe_json_error(&e);
+            assert!(!d.contains(SECRET), "{d}");
+        }
+        // Data errors from typed parsing quote values in serde's own text.
+        let e = serde_json::from_str::<Pod>(&format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"spec\":{{\"priority\":\"{SECRET}\"}}}}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(SECRET),
+            "serde quotes it: the reason for this function"
+        );
+        let d = describe_json_error(&e);
+        assert!(!d.contains(SECRET), "{d}");
+        assert!(
+            d.starts_with("a field has the wrong type or value at line 1 column"),
+            "{d}"
+        );
+        let e = serde_json::from_str::<ReviewIn<'_>>(r#"{"request": {"operation": "CREATE"}}"#)
+            .err()
+            .unwrap();
+        assert!(describe_json_error(&e).starts_with("missing field `uid`"));
+    }
+
+    #[test]
+    fn the_metadata_fast_path_decides_as_the_full_pod_does() {
+        let config = Config::default_for(Some("sidekey"));
+        let request = Request {
+            namespace: "team-a",
+            user: None,
+        };
+        let cases = [
+            serde_json::json!({}),
+            serde_json::json!({"sidekey.io/inject": "false", "sidekey.io/services": "api"}),
+            serde_json::json!({"sidekey.io/inject": "TRUE"}),
+            serde_json::json!({"sidekey.io/inject": "true", "sidekey.io/injected": "true"}),
+            serde_json::json!({"sidekey.io/inject": "true", "sidekey.io/services": "api"}),
+        ];
+        for annotations in cases {
+            let object = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "web-", "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "app:1", "command": ["/app"]}]}
+            });
+            let text = serde_json::to_string(&object).unwrap();
+            let raw = RawValue::from_string(text.clone()).unwrap();
+            let full: Pod = serde_json::from_str(&text).unwrap();
+            let by_full = sidekey_patch::plan(&full, &request, &config);
+            match not_planned(&raw) {
+                Some(minimal) => {
+                    assert_eq!(minimal.metadata.generate_name.as_deref(), Some("web-"));
+                    let by_meta = sidekey_patch::plan(&minimal, &request, &config);
+                    match (by_full, by_meta) {
+                        (Decision::Skip { reason: a }, Decision::Skip { reason: b }) => {
+                            assert_eq!(a, b)
+                        }
+                        _ => panic!("the fast path and the full plan differ for {annotations}"),
+                    }
+                }
+                None => assert!(
+                    matches!(by_full, Decision::Inject(_)),
+                    "{annotations} left the fast path but is not injected"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn denials_are_joined_and_named() {
+        let denials = vec![
+            Denial {
+                annotation: Some("sidekey.io/services".to_owned()),
+                message: "a service name may not contain '/'".to_owned(),
+            },
+            Denial {
+                annotation: Some("sidekey.io/delivery".to_owned()),
+                message: "sidekey.io/delivery must be env, files or both".to_owned(),
+            },
+            Denial {
+                annotation: None,
+                message: "the pod has no containers".to_owned(),
+            },
+        ];
+        assert_eq!(
+            join_denials(&denials),
+            "sidekey.io/services: a service name may not contain '/'; \
+             sidekey.io/delivery must be env, files or both; the pod has no containers"
+        );
+        assert_eq!(join_denials(&[]), "denied by sidekey");
+    }
+
+    #[test]
+    fn answers_are_encoded_for_the_api_server() {
+        let allowed = encode(&allowed_response("u1")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&allowed).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": "u1", "allowed": true}})
+        );
+
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/metadata/annotations/sidekey.io~1injected", "value": "true"}
+        ]))
+        .unwrap();
+        let mut r = allowed_response("u2").with_patch(patch.clone()).unwrap();
+        r.warnings = Some(vec!["careful".to_owned()]);
+        let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        assert_eq!(v["response"]["warnings"][0], "careful");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let back: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, patch);
+
+        let denied = refused_response("u3", 403, "Forbidden", "no".to_owned());
+        let v: serde_json::Value = serde_json::from_slice(&encode(&denied).unwrap()).unwrap();
+        assert_eq!(
+            v["response"],
+            serde_json::json!({"uid": "u3", "allowed": false,
+                "status": {"status": "Failure", "code": 403, "reason": "Forbidden", "message": "no"}})
+        );
+    }
+
+    #[test]
+    fn an_internal_failure_is_http_500_with_an_audit_record() {
+        let r = internal(
+            Summary::default(),
+            Event::new(AUDIT_EVENT),
+            "boom".to_owned(),
+        );
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.outcome, ReviewOutcome::Error);
+        assert!(!r.json);
+        let event = r.event.unwrap();
+        assert_eq!(event.outcome, Outcome::Failure);
+        assert_eq!(event.reason.as_deref(), Some("internal error: boom"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The routes, callable without a socket: [`Injector::handle`] takes any
+//! `http::Request` whose body is an `http_body::Body`, and [`Injector`] is
+//! also a `tower::Service`.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /mutate` | the review ([`crate::review`]); 413 beyond [`BODY_LIMIT`], 408 past the request timeout |
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 once a certificate is loaded, 503 before |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Any other path is 404; a known path with another method is 405 with an
+//! `Allow` header.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use sidekey_patch::Config;
+
+use crate::audit::AuditSink;
+use crate::metrics::{Metrics, ReviewOutcome};
+use crate::review::review;
+use crate::tls::CertStore;
+
+/// The largest review body read: 3 MiB (the API server's own request limit
+/// is 3 MiB, so a larger body cannot be a real review).
+pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// Per-request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body read, in bytes.
+    pub body: usize,
+    /// Longest time from a request's headers to its answer (the body read
+    /// included).
+    pub request_timeout: Duration,
+    /// Test only: each review sleeps this long before its answer.
+    pub test_delay: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body: BODY_LIMIT,
+            request_timeout: Duration::from_secs(10),
+            test_delay: None,
+        }
+    }
+}
+
+/// The webhook: configuration, metrics, audit sink and readiness. Cheap to
+/// clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct Injector {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    metrics: Metrics,
+    audit: AuditSink,
+    certs: Option<Arc<CertStore>>,
+    limits: Limits,
+}
+
+/// A boxed error, as `http_body_util` uses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response type of every route.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+impl Injector {
+    /// A webhook with `config`, writing audit records to `audit`. `certs`
+    /// decides readiness (`None`: always ready, for tests without TLS).
+    pub fn new(
+        config: Config,
+        audit: AuditSink,
+        certs: Option<Arc<CertStore>>,
+        limits: Limits,
+    ) -> Injector {
+        Injector {
+            inner: Arc::new(Inner {
+                config,
+                metrics: Metrics::default(),
+                audit,
+                certs,
+                limits,
+            }),
+        }
+    }
+
+    /// The metrics (tests read counters directly).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &AuditSink {
+        &self.inner.audit
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.inner.certs.as_ref().is_none_or(|c| c.is_loaded())
+    }
+
+    /// Answers one request. Never fails: every error is an HTTP answer.
+    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let path = req.uri().path();
+        match path {
+            "/mutate" => {
+                if req.method() != Method::POST {
+                    return not_allowed("POST");
+                }
+                self.mutate(req).await
+            }
+            "/healthz" | "/readyz" | "/metrics" => {
+                if req.method() != Method::GET && req.method() != Method::HEAD {
+                    return not_allowed("GET, HEAD");
+                }
+                match path {
+                    "/healthz" => text(StatusCode::OK, "ok\n"),
+                    "/readyz" if self.is_ready() => text(StatusCode::OK, "ready\n"),
+                    "/readyz" => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no serving certificate loaded yet\n",
+                    ),
+                    _ => {
+                        let mut r = text(StatusCode::OK, self.inner.metrics.render());
+                        r.headers_mut().insert(
+                            CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        );
+                        r
+                    }
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    async fn mutate<B>(&self, req: Request<B>) -> HttpResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let limits = self.inner.limits;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.body as u64) {
+            return self.refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                too_large(limits.body),
+                started,
+            );
+        }
+        let work = async {
+            let body = match Limited::new(req.into_body(), limits.body).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                    return self.refuse(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        too_large(limits.body),
+                        started,
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read a review body");
+                    return self.refuse(
+                        StatusCode::BAD_REQUEST,
+                        "cannot read the body\n".to_owned(),
+                        started,
+                    );
+                }
+            };
+            tracing::trace!(bytes = body.len(), "review received");
+            if let Some(delay) = limits.test_delay {
+                tokio::time::sleep(delay).await;
+            }
+            self.answer(&body, started)
+        };
+        match tokio::time::timeout(limits.request_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => self.refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request took too long\n".to_owned(),
+                started,
+            ),
+        }
+    }
+
+    fn answer(&self, body: &[u8], started: Instant) -> HttpResponse {
+        let reviewed = review(body, &self.inner.config);
+        let took = started.elapsed();
+        let s = &reviewed.summary;
+        let uid = s.uid.as_deref().unwrap_or("-");
+        let namespace = s.namespace.as_deref().unwrap_or("-");
+        let name = s.name.as_deref().unwrap_or("-");
+        let operation = s.operation.as_deref().unwrap_or("-");
+        let outcome = reviewed.outcome.as_str();
+        match reviewed.outcome {
+            ReviewOutcome::Error => {
+                tracing::error!(uid, namespace, name, operation, outcome, reason = %s.reason, "review failed")
+            }
+            ReviewOutcome::Invalid => {
+                tracing::info!(uid, namespace, name, operation, outcome, reason = %s.reason, "review refused")
+            }
+            ReviewOutcome::Denied => {
+                tracing::info!(uid, namespace, name, operation, outcome, reason = %s.reason, "review denied")
+            }
+            _ => {
+                tracing::debug!(uid, namespace, name, operation, outcome, reason = %s.reason, "review answered")
+            }
+        }
+        if let Some(mut event) = reviewed.event {
+            event.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+            if let Err(e) = self.inner.audit.write(event) {
+                self.inner.metrics.audit_failure();
+                tracing::error!(uid, error = %e, "cannot write the audit record");
+            }
+        }
+        self.inner
+            .metrics
+            .review(reviewed.outcome, s.namespace.as_deref(), started.elapsed());
+        let content_type = if reviewed.json {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        let mut r = Response::new(Full::new(Bytes::from(reviewed.body)));
+        *r.status_mut() = reviewed.status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    }
+
+    fn refuse(&self, status: StatusCode, message: String, started: Instant) -> HttpResponse {
+        tracing::info!(
+            status = status.as_u16(),
+            reason = message.trim_end(),
+            "review refused"
+        );
+        self.inner
+            .metrics
+            .review(ReviewOutcome::Invalid, None, started.elapsed());
+        text(status, message)
+    }
+}
+
+fn too_large(limit: usize) -> String {
+    format!("the body is larger than {limit} bytes\n")
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn not_allowed(allow: &'static str) -> HttpResponse {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+impl<B> tower_service::Service<Request<B>> for Injector
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}

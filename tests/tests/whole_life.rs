@@ -1,0 +1,638 @@
+//! A pod's whole life with no cluster: each example under deploy/examples
+//! goes through the real `sidekey-injector` over TLS, the patch is applied
+//! by an independent JSON Patch implementation (Python's jsonpatch) and the
+//! pod validated with kubernetes-validate, then its containers run as
+//! processes in Kubernetes order (see `sidekey_e2e::Kubelet`) with the real
+//! `sidekey-agent` against moto. The checks are on what the app process
+//! really sees, and on what is left on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sidekey_e2e::{pod_from_workload, Image, Kubelet};
+use sidekey_test_support::{assert_no_secret, aws_env, create_kms_key, run, Moto};
+
+const AGENT_IMAGE: &str = "sidekey/agent:e2e";
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    match std::env::var_os("SIDEKEY_VENV") {
+        Some(v) => PathBuf::from(v).join("bin").join(name),
+        None => repo().join(".venv/bin").join(name),
+    }
+}
+
+fn is_root() -> bool {
+    run(Path::new("/usr/bin/id"), &["-u"], &[], b"")
+        .map(|o| o.stdout_str().trim() == "0")
+        .unwrap_or(false)
+}
+
+/// One test's world: moto, a KMS key, a unique prefix, the injector.
+struct World {
+    dir: tempfile::TempDir,
+    prefix: String,
+    kms_key: String,
+    injector: Child,
+    port: u16,
+    /// Values written: never on disk outside tmpfs, never in logs.
+    secrets: Vec<String>,
+}
+
+impl World {
+    fn new(name: &str) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let moto = Moto::shared();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let kms_key = rt
+            .block_on(create_kms_key(moto.endpoint()))
+            .expect("kms key");
+        let prefix = format!("e2e{}{}", name.replace('_', ""), std::process::id());
+        // The injector's configuration: the shipped ConfigMap's, with this
+        // test's prefix, key and agent image.
+        let shipped =
+            std::fs::read_to_string(repo().join("deploy/base/configmap.yaml")).expect("configmap");
+        let cm: Value = serde_norway::from_str(&shipped).expect("configmap yaml");
+        let mut config: Value =
+            serde_norway::from_str(cm["data"]["config.yaml"].as_str().expect("config.yaml"))
+                .expect("config");
+        config["prefix"] = json!(prefix);
+        config["kmsKey"] = json!(kms_key);
+        config["agentImage"] = json!(AGENT_IMAGE);
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(
+            &config_path,
+            serde_norway::to_string(&config).expect("yaml"),
+        )
+        .expect("write");
+
+        // A CA and a serving certificate, made now.
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        let sh = format!(
+            "set -e; cd {0}; \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=e2e-ca -keyout ca.key -out ca.crt 2>/dev/null; \
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout tls.key -out tls.csr 2>/dev/null; \
+             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > ext; \
+             openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt 2>/dev/null",
+            tls.display()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(sh)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let port = free_port();
+        let injector = Command::new(bin_dir().join("sidekey-injector"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(tls.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(tls.join("tls.key"))
+            .arg("--config")
+            .arg(&config_path)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("POD_NAMESPACE", "sidekey-system")
+            .env("SIDEKEY_LOG", "trace")
+            .env(
+                "SIDEKEY_AUDIT",
+                format!("file:{}", dir.path().join("injector-audit.jsonl").display()),
+            )
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("injector.out")).expect("log"),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("injector.err")).expect("log"),
+            ))
+            .spawn()
+            .expect("sidekey-injector starts");
+        let world = World {
+            dir,
+            prefix,
+            kms_key,
+            injector,
+            port,
+            secrets: Vec::new(),
+        };
+        world.wait_ready();
+        world
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            let out = self.curl(
+                &["-fsS", &format!("https://127.0.0.1:{}/readyz", self.port)],
+                None,
+            );
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "injector never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn curl(&self, args: &[&str], body: Option<&Path>) -> std::process::Output {
+        let mut cmd = Command::new("curl");
+        cmd.arg("--cacert")
+            .arg(self.dir.path().join("tls/ca.crt"))
+            .args(args);
+        if let Some(b) = body {
+            cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+        }
+        cmd.output().expect("curl")
+    }
+
+    fn aws_env(&self) -> Vec<(String, String)> {
+        aws_env(Moto::shared().endpoint())
+    }
+
+    /// Writes a secret with the real CLI.
+    fn put(&mut self, env: &str, service: &str, key: &str, value: &str) {
+        self.secrets.push(value.to_owned());
+        let mut vars = self.aws_env();
+        vars.push(("SIDEKEY_PREFIX".into(), self.prefix.clone()));
+        vars.push(("SIDEKEY_KMS_KEY".into(), self.kms_key.clone()));
+        vars.push((
+            "SIDEKEY_AUDIT_LOG".into(),
+            self.dir
+                .path()
+                .join("cli-audit.jsonl")
+                .display()
+                .to_string(),
+        ));
+        let out = run(
+            &bin_dir().join("sidekey"),
+            &["put", env, service, key],
+            &vars,
+            value.as_bytes(),
+        )
+        .expect("sidekey");
+        assert_eq!(out.status, 0, "sidekey put: {}", out.stderr_str());
+    }
+
+    /// Sends the pod through the injector as the API server would, applies
+    /// the patch independently and validates the result.
+    fn admit(&self, pod: &Value, namespace: &str) -> Value {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "e2e-0001",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": namespace,
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
+                "object": pod,
+                "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        });
+        let body = self.dir.path().join("review.json");
+        std::fs::write(&body, review.to_string()).expect("write review");
+        let out = self.curl(
+            &[
+                "-fsS",
+                "-H",
+                "Content-Type: application/json",
+                &format!("https://127.0.0.1:{}/mutate", self.port),
+            ],
+            Some(&body),
+        );
+        assert!(
+            out.status.success(),
+            "review failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("review answer");
+        answer["response"].clone()
+    }
+
+    /// No value in the agent's own output: the injected containers'
+    /// stdout and stderr, and what an app container printed before the app
+    /// started (the agent's audit record and logs).
+    fn scan_output(&self, run: &sidekey_e2e::PodRun) {
+        let needles: Vec<&[u8]> = self.secrets.iter().map(|s| s.as_bytes()).collect();
+        for c in &run.containers {
+            assert_no_secret(&format!("stderr of {}", c.name), &c.stderr, &needles);
+            let stdout = c.stdout_str();
+            let agent_part = match stdout.find("APP-STARTED") {
+                Some(i) => &stdout[..i],
+                None => &stdout[..],
+            };
+            assert_no_secret(
+                &format!("agent output in {}", c.name),
+                agent_part.as_bytes(),
+                &needles,
+            );
+        }
+    }
+
+    fn scan_disk(&self) {
+        let needles: Vec<&[u8]> = self.secrets.iter().map(|s| s.as_bytes()).collect();
+        for entry in walk(self.dir.path()) {
+            if let Ok(bytes) = std::fs::read(&entry) {
+                assert_no_secret(&entry.display().to_string(), &bytes, &needles);
+            }
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.injector.kill();
+        let _ = self.injector.wait();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Applies a base64 JSON Patch with Python's jsonpatch (an implementation
+/// independent of ours), names the pod, and validates it.
+fn apply_and_validate(dir: &Path, pod: &Value, response: &Value) -> Value {
+    let patch = response["patch"].as_str().expect("a patch");
+    let pod_file = dir.join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).expect("write pod");
+    let script = "import base64, json, sys, jsonpatch\n\
+                  pod = json.load(open(sys.argv[1]))\n\
+                  patch = json.loads(base64.b64decode(sys.argv[2]))\n\
+                  print(json.dumps(jsonpatch.apply_patch(pod, patch)))\n";
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", script])
+        .arg(&pod_file)
+        .arg(patch)
+        .output()
+        .expect("python jsonpatch");
+    assert!(
+        out.status.success(),
+        "jsonpatch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut patched: Value = serde_json::from_slice(&out.stdout).expect("patched pod");
+    // The API server names the pod after admission.
+    if patched["metadata"]["name"].is_null() {
+        let base = patched["metadata"]["generateName"]
+            .as_str()
+            .unwrap_or("pod-")
+            .to_owned();
+        patched["metadata"]["name"] = json!(format!("{base}x7k2p"));
+    }
+    let patched_file = dir.join("patched.json");
+    std::fs::write(&patched_file, patched.to_string()).expect("write");
+    let out = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "-k", "1.33.0"])
+        .arg(&patched_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    semantic_checks(&patched);
+    patched
+}
+
+/// What the schemas do not say but the API server checks.
+fn semantic_checks(pod: &Value) {
+    let spec = &pod["spec"];
+    let containers: Vec<&Value> = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["containers"].as_array().into_iter().flatten())
+        .collect();
+    let mut names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    names.sort_unstable();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(before, names.len(), "container names are unique");
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["name"].as_str().unwrap_or(""))
+        .collect();
+    let mut unique = volumes.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), volumes.len(), "volume names are unique");
+    for c in containers {
+        let mut paths = Vec::new();
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let v = m["name"].as_str().unwrap_or("");
+            assert!(volumes.contains(&v), "mount of unknown volume {v}");
+            paths.push(m["mountPath"].as_str().unwrap_or(""));
+        }
+        let n = paths.len();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(n, paths.len(), "duplicate mount paths in {}", c["name"]);
+        for e in c["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap_or("");
+            assert!(
+                !name.is_empty()
+                    && !name.contains('=')
+                    && !name.starts_with(|ch: char| ch.is_ascii_digit()),
+                "bad env name {name:?}"
+            );
+        }
+    }
+}
+
+/// The app's image: a script that shows what the process sees.
+fn app_image(dir: &Path, path: &str) -> Image {
+    let script = dir.join(format!("app-{}", path.replace('/', "_")));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo APP-STARTED\n\
+         env | grep -E '^(DB_|API_|SHARED|ONLY|SIDEKEY_)' | sort | sed 's/^/ENV /'\n\
+         if [ -d /run/secrets/sidekey ]; then\n\
+           for f in /run/secrets/sidekey/*; do\n\
+             printf 'FILE %s %s %s\\n' \"$(basename \"$f\")\" \"$(stat -L -c %a \"$f\")\" \"$(cat \"$f\" | tr '\\n' '|')\";\n\
+           done\n\
+         fi\n",
+    )
+    .expect("write app");
+    Image::default()
+        .with_file(path, &script, 0o755)
+        .with_entrypoint(&[path])
+}
+
+fn agent_image() -> Image {
+    Image::default().with_file("/sidekey-agent", bin_dir().join("sidekey-agent"), 0o755)
+}
+
+fn example(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join("deploy/examples").join(name)).expect("example");
+    // The last document is the workload (a Namespace may come first).
+    let mut workload = Value::Null;
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        if v["kind"] != "Namespace" {
+            workload = v;
+        }
+    }
+    workload
+}
+
+/// Admits and runs one example in `namespace`.
+fn live(
+    w: &World,
+    file: &str,
+    namespace: &str,
+    app_path: &str,
+    app_image_name: &str,
+) -> sidekey_e2e::PodRun {
+    let pod = pod_from_workload(&example(file), namespace).expect("pod");
+    let response = w.admit(&pod, namespace);
+    assert_eq!(response["allowed"], true, "{response}");
+    let patched = apply_and_validate(w.dir.path(), &pod, &response);
+    let mut kubelet = Kubelet::new(w.dir.path()).expect("kubelet");
+    kubelet.extra_env = w.aws_env();
+    kubelet.image(AGENT_IMAGE, agent_image());
+    kubelet.image(app_image_name, app_image(w.dir.path(), app_path));
+    kubelet.run(&patched).expect("pod runs")
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: playing the kubelet needs root (mount namespaces, tmpfs); CI runs as root");
+            return;
+        }
+    };
+}
+
+#[test]
+fn env_delivery_app_sees_exactly_its_secrets() {
+    require_root!();
+    let mut w = World::new("env");
+    w.put("staging", "api", "DB_PASSWORD", "e2e-staging-db-password-1");
+    w.put("staging", "api", "API_TOKEN", "e2e-staging-api-token-2");
+    w.put("other", "api", "DB_PASSWORD", "e2e-other-env-password-3");
+    let run = live(
+        &w,
+        "env-deployment.yaml",
+        "staging",
+        "/app/api",
+        "ghcr.io/example/api:1.4.2",
+    );
+    let app = run.container("api").expect("api ran");
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    let out = app.stdout_str();
+    assert!(out.contains("APP-STARTED"));
+    assert!(
+        out.contains("ENV DB_PASSWORD=e2e-staging-db-password-1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ENV API_TOKEN=e2e-staging-api-token-2"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("e2e-other-env-password-3"),
+        "another environment leaked in"
+    );
+    assert!(
+        !out.contains("ENV SIDEKEY_"),
+        "SIDEKEY_* must not reach the app: {out}"
+    );
+    w.scan_output(&run);
+    w.scan_disk();
+}
+
+#[test]
+fn env_delivery_fails_closed_when_a_secret_is_missing() {
+    require_root!();
+    let w = World::new("missing");
+    // Nothing written for service `api`.
+    let run = live(
+        &w,
+        "env-deployment.yaml",
+        "staging",
+        "/app/api",
+        "ghcr.io/example/api:1.4.2",
+    );
+    let app = run.container("api").expect("api container");
+    assert_eq!(app.status, Some(69), "{}", app.stderr_str());
+    assert!(
+        !app.stdout_str().contains("APP-STARTED"),
+        "the app ran without its secrets"
+    );
+    let err = app.stderr_str();
+    assert!(
+        err.contains("staging") && err.contains("ParameterNotFound"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn inheritance_environment_values_override_staging() {
+    require_root!();
+    let mut w = World::new("inherit");
+    w.put("staging", "api", "DB_PASSWORD", "e2e-base-staging-password");
+    w.put("staging", "api", "API_TOKEN", "e2e-base-staging-token-only");
+    w.put("pr-123", "api", "DB_PASSWORD", "e2e-pr-123-own-password");
+    let run = live(
+        &w,
+        "inherit-staging.yaml",
+        "pr-123",
+        "/app/api",
+        "ghcr.io/example/api:pr-123",
+    );
+    let app = run.container("api").expect("api ran");
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    let out = app.stdout_str();
+    assert!(
+        out.contains("ENV DB_PASSWORD=e2e-pr-123-own-password"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ENV API_TOKEN=e2e-base-staging-token-only"),
+        "{out}"
+    );
+    w.scan_output(&run);
+    w.scan_disk();
+}
+
+#[test]
+fn files_with_refresh_native_sidecar_then_the_job_completes() {
+    require_root!();
+    let mut w = World::new("files");
+    w.put("staging", "db", "DB_URL", "e2e-postgres-url-value-9");
+    let run = live(
+        &w,
+        "job-native-sidecar.yaml",
+        "staging",
+        "/app/migrate",
+        "ghcr.io/example/migrate:1.0.0",
+    );
+    let app = run.container("migrate").expect("migrate ran");
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    let out = app.stdout_str();
+    // per-key: one file, mode 0400 or 0440 (fsGroup), the exact value.
+    assert!(
+        out.contains("FILE DB_URL 400 e2e-postgres-url-value-9")
+            || out.contains("FILE DB_URL 440 e2e-postgres-url-value-9"),
+        "{out}"
+    );
+    assert!(
+        run.container("sidekey-sidecar").is_some(),
+        "the sidecar ran"
+    );
+    w.scan_output(&run);
+    w.scan_disk();
+}
+
+#[test]
+fn files_dotenv_for_a_deployment() {
+    require_root!();
+    let mut w = World::new("dotenv");
+    w.put("staging", "web", "SHARED", "e2e-web-shared-value");
+    let run = live(
+        &w,
+        "files-refresh-deployment.yaml",
+        "staging",
+        "/app/web",
+        "ghcr.io/example/web:2.0.0",
+    );
+    let app = run.container("web").expect("web ran");
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    let out = app.stdout_str();
+    assert!(out.contains("e2e-web-shared-value"), "{out}");
+    w.scan_output(&run);
+    w.scan_disk();
+}
+
+#[test]
+fn both_deliveries_env_and_files_in_one_container() {
+    require_root!();
+    let mut w = World::new("both");
+    w.put("staging", "api", "DB_PASSWORD", "e2e-both-db-password-5");
+    w.put("staging", "shared", "SHARED_FLAG", "e2e-both-shared-flag-6");
+    let run = live(
+        &w,
+        "both-delivery.yaml",
+        "staging",
+        "/app/worker",
+        "ghcr.io/example/worker:3.1.0",
+    );
+    let app = run.container("worker").expect("worker ran");
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    let out = app.stdout_str();
+    // Later services win; both reach the environment and the JSON file.
+    assert!(
+        out.contains("ENV DB_PASSWORD=e2e-both-db-password-5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ENV SHARED_FLAG=e2e-both-shared-flag-6"),
+        "{out}"
+    );
+    assert!(out.contains("FILE secrets.json 400"), "{out}");
+    assert!(
+        out.contains("\"DB_PASSWORD\":\"e2e-both-db-password-5\"")
+            || out.contains("\"DB_PASSWORD\": \"e2e-both-db-password-5\""),
+        "{out}"
+    );
+    w.scan_output(&run);
+    w.scan_disk();
+}
