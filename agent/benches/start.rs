@@ -100,7 +100,9 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(21);
     let agent = std::env::var_os("SIDEKEY_BENCH_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/x86_64-unknown-linux-gnu/release/sidekey-agent"));
+        .unwrap_or_else(|| {
+            root().join("target/x86_64-unknown-linux-gnu/release-agent/sidekey-agent")
+        });
     if !agent.is_file() {
         bail!(
             "{} is missing: run scripts/bench-agent (it builds the static release agent)",

@@ -30,7 +30,6 @@ pub mod exec;
 pub mod fetch;
 pub mod files;
 pub mod http;
-pub mod logging;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -132,7 +131,12 @@ pub fn run(argv: Vec<OsString>, vars: &dyn Vars) -> ExitCode {
 /// Logging, the configuration, and core dumps off: what every fetching
 /// command starts with.
 fn start(vars: &dyn Vars) -> Result<Config, Failure> {
-    logging::init(vars);
+    sidekey_logging::init(
+        "sidekey-agent",
+        "warn",
+        vars.get("SIDEKEY_LOG").as_deref(),
+        vars.get("SIDEKEY_LOG_FORMAT").as_deref(),
+    );
     let config = Config::from_vars(vars)?;
     for name in Config::unknown_variables(vars) {
         tracing::warn!(variable = %name, "unknown SIDEKEY_ variable ignored");

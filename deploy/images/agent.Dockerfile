@@ -4,10 +4,9 @@
 # write files). No shell and no CA files: the binary is statically linked
 # (+crt-static) and bundles its TLS roots.
 # Build the binary first from the repository root (see README.md here):
-#   RUSTFLAGS='-C target-feature=+crt-static' cargo build --release \
-#     --target x86_64-unknown-linux-gnu -p sidekey-agent -p sidekey-injector
+#   scripts/build-agent-static
 #   docker build -f deploy/images/agent.Dockerfile -t ghcr.io/sidekey/agent:0.1.0 .
 FROM scratch
-COPY target/x86_64-unknown-linux-gnu/release/sidekey-agent /sidekey-agent
+COPY target/x86_64-unknown-linux-gnu/release-agent/sidekey-agent /sidekey-agent
 USER 65532:65532
 ENTRYPOINT ["/sidekey-agent"]

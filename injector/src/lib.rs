@@ -23,7 +23,6 @@
 
 pub mod args;
 pub mod audit;
-pub mod logging;
 pub mod metrics;
 pub mod review;
 pub mod server;

@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use sidekey_injector::{logging, server, Args, Settings};
+use sidekey_injector::{server, Args, Settings};
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -29,7 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    logging::init();
+    sidekey_logging::init(
+        "sidekey-injector",
+        "info",
+        std::env::var("SIDEKEY_LOG").ok().as_deref(),
+        std::env::var("SIDEKEY_LOG_FORMAT").ok().as_deref(),
+    );
     let settings = match Settings::from_args(&args) {
         Ok(s) => s,
         Err(e) => {

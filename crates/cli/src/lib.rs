@@ -11,7 +11,6 @@ mod audit;
 mod commands;
 mod dotenv;
 mod inject;
-mod logging;
 mod policy;
 
 use std::process::ExitCode;
@@ -65,7 +64,12 @@ pub(crate) fn one_line(s: &str) -> String {
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    sidekey_logging::init(
+        "sidekey",
+        "warn",
+        std::env::var("SIDEKEY_LOG").ok().as_deref(),
+        std::env::var("SIDEKEY_LOG_FORMAT").ok().as_deref(),
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -16,6 +16,7 @@ mod name;
 mod path;
 mod pick;
 mod quote;
+pub use quote::Quoted;
 
 pub use merge::{layers, Merge, Rank};
 pub use name::{

@@ -10,7 +10,7 @@ const MAX_SHOWN: usize = 200;
 /// everything else (control characters, non-ASCII) escaped, so the result is
 /// always one line of ASCII.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+pub struct Quoted<'a>(pub &'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,37 +1,15 @@
-//! One-line, escaped rendering of user input (annotation keys and values,
-//! container names) for messages: printable ASCII as is, everything else
-//! escaped, long input cut.
+//! One-line rendering of user input (annotation keys and values, container
+//! names) for messages: plain names as is, anything else quoted and escaped
+//! by the model's [`sidekey_model::Quoted`].
 
 use std::fmt;
 
-/// Inputs longer than this many characters are cut in messages.
+/// Names longer than this are quoted (and cut) rather than shown as is.
 const MAX_SHOWN: usize = 120;
 
-/// `"text"` with control and non-ASCII characters escaped.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Q<'a>(pub(crate) &'a str);
-
-impl fmt::Display for Q<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        for (shown, c) in self.0.chars().enumerate() {
-            if shown == MAX_SHOWN {
-                let total = self.0.chars().count();
-                return write!(f, "\"... ({total} characters)");
-            }
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                ' '..='~' => write!(f, "{c}")?,
-                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-            }
-        }
-        f.write_str("\"")
-    }
-}
+/// `"text"` with control and non-ASCII characters escaped, long input cut:
+/// the model's rendering, so every sidekey message quotes input alike.
+pub(crate) use sidekey_model::Quoted as Q;
 
 /// The name as is when it is plain (letters, digits, `.`, `-`, `_`, `/`),
 /// else quoted and escaped like [`Q`].
