@@ -258,6 +258,12 @@ impl World {
         }
     }
 
+    /// Both leak checks: the agent's output and the test's directories.
+    fn scan(&self, run: &sidekey_e2e::PodRun) {
+        self.scan_output(run);
+        self.scan_disk();
+    }
+
     fn scan_disk(&self) {
         let needles: Vec<&[u8]> = self.secrets.iter().map(|s| s.as_bytes()).collect();
         for entry in walk(self.dir.path()) {
@@ -451,6 +457,15 @@ fn live(
     kubelet.run(&patched).expect("pod runs")
 }
 
+/// What an app container printed, once it exited 0.
+fn app_output(run: &sidekey_e2e::PodRun, name: &str) -> String {
+    let app = run
+        .container(name)
+        .unwrap_or_else(|| panic!("{name} never ran"));
+    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
+    app.stdout_str()
+}
+
 macro_rules! require_root {
     () => {
         if !is_root() {
@@ -474,9 +489,7 @@ fn env_delivery_app_sees_exactly_its_secrets() {
         "/app/api",
         "ghcr.io/example/api:1.4.2",
     );
-    let app = run.container("api").expect("api ran");
-    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
-    let out = app.stdout_str();
+    let out = app_output(&run, "api");
     assert!(out.contains("APP-STARTED"));
     assert!(
         out.contains("ENV DB_PASSWORD=e2e-staging-db-password-1"),
@@ -494,8 +507,7 @@ fn env_delivery_app_sees_exactly_its_secrets() {
         !out.contains("ENV SIDEKEY_"),
         "SIDEKEY_* must not reach the app: {out}"
     );
-    w.scan_output(&run);
-    w.scan_disk();
+    w.scan(&run);
 }
 
 #[test]
@@ -538,9 +550,7 @@ fn inheritance_environment_values_override_staging() {
         "/app/api",
         "ghcr.io/example/api:pr-123",
     );
-    let app = run.container("api").expect("api ran");
-    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
-    let out = app.stdout_str();
+    let out = app_output(&run, "api");
     assert!(
         out.contains("ENV DB_PASSWORD=e2e-pr-123-own-password"),
         "{out}"
@@ -549,8 +559,7 @@ fn inheritance_environment_values_override_staging() {
         out.contains("ENV API_TOKEN=e2e-base-staging-token-only"),
         "{out}"
     );
-    w.scan_output(&run);
-    w.scan_disk();
+    w.scan(&run);
 }
 
 #[test]
@@ -565,9 +574,7 @@ fn files_with_refresh_native_sidecar_then_the_job_completes() {
         "/app/migrate",
         "ghcr.io/example/migrate:1.0.0",
     );
-    let app = run.container("migrate").expect("migrate ran");
-    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
-    let out = app.stdout_str();
+    let out = app_output(&run, "migrate");
     // per-key: one file, mode 0400 or 0440 (fsGroup), the exact value.
     assert!(
         out.contains("FILE DB_URL 400 e2e-postgres-url-value-9")
@@ -578,8 +585,7 @@ fn files_with_refresh_native_sidecar_then_the_job_completes() {
         run.container("sidekey-sidecar").is_some(),
         "the sidecar ran"
     );
-    w.scan_output(&run);
-    w.scan_disk();
+    w.scan(&run);
 }
 
 #[test]
@@ -594,12 +600,9 @@ fn files_dotenv_for_a_deployment() {
         "/app/web",
         "ghcr.io/example/web:2.0.0",
     );
-    let app = run.container("web").expect("web ran");
-    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
-    let out = app.stdout_str();
+    let out = app_output(&run, "web");
     assert!(out.contains("e2e-web-shared-value"), "{out}");
-    w.scan_output(&run);
-    w.scan_disk();
+    w.scan(&run);
 }
 
 #[test]
@@ -615,9 +618,7 @@ fn both_deliveries_env_and_files_in_one_container() {
         "/app/worker",
         "ghcr.io/example/worker:3.1.0",
     );
-    let app = run.container("worker").expect("worker ran");
-    assert_eq!(app.status, Some(0), "{}", app.stderr_str());
-    let out = app.stdout_str();
+    let out = app_output(&run, "worker");
     // Later services win; both reach the environment and the JSON file.
     assert!(
         out.contains("ENV DB_PASSWORD=e2e-both-db-password-5"),
@@ -633,6 +634,5 @@ fn both_deliveries_env_and_files_in_one_container() {
             || out.contains("\"DB_PASSWORD\": \"e2e-both-db-password-5\""),
         "{out}"
     );
-    w.scan_output(&run);
-    w.scan_disk();
+    w.scan(&run);
 }

@@ -1,6 +1,7 @@
 //! SSM Parameter Store through aws-sdk-ssm. Every call goes through the
 //! crate's retry loop (the SDK's own retries are off).
 
+use std::future::Future;
 use std::time::SystemTime;
 
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType as SdkType};
@@ -143,9 +144,7 @@ impl SsmParams {
     }
 
     pub(crate) async fn get_by_path(&self, path: &str, retry: Retry) -> Result<Vec<StoredParam>> {
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        pages(|token| async move {
             let out = retry
                 .run("GetParametersByPath", path, || {
                     self.client
@@ -158,13 +157,10 @@ impl SsmParams {
                         .send()
                 })
                 .await?;
-            found.extend(out.parameters().iter().map(stored));
-            // Pages can be empty with a token: loop on the token, not the size.
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => return Ok(found),
-            }
-        }
+            let found = out.parameters().iter().map(stored).collect();
+            Ok((found, out.next_token().map(str::to_owned)))
+        })
+        .await
     }
 
     pub(crate) async fn describe(&self, path: &str, retry: Retry) -> Result<Vec<ParamInfo>> {
@@ -174,9 +170,8 @@ impl SsmParams {
             .values(path.trim_end_matches('/'))
             .build()
             .map_err(|e| StoreError::Invalid(format!("path filter {path}: {e}")))?;
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let filter = &filter;
+        let mut found = pages(|token| async move {
             let out = retry
                 .run("DescribeParameters", path, || {
                     self.client
@@ -187,30 +182,29 @@ impl SsmParams {
                         .send()
                 })
                 .await?;
-            for meta in out.parameters() {
-                let Some(name) = meta.name() else { continue };
-                found.push(ParamInfo {
-                    name: name.to_owned(),
-                    version: meta.version().max(0) as u64,
-                    param_type: our_type(meta.r#type()),
-                    last_modified: meta.last_modified_date().and_then(system_time),
-                    last_modified_user: meta.last_modified_user().map(str::to_owned),
-                });
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => break,
-            }
-        }
+            let infos = out
+                .parameters()
+                .iter()
+                .filter_map(|meta| {
+                    Some(ParamInfo {
+                        name: meta.name()?.to_owned(),
+                        version: meta.version().max(0) as u64,
+                        param_type: our_type(meta.r#type()),
+                        last_modified: meta.last_modified_date().and_then(system_time),
+                        last_modified_user: meta.last_modified_user().map(str::to_owned),
+                    })
+                })
+                .collect();
+            Ok((infos, out.next_token().map(str::to_owned)))
+        })
+        .await?;
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
     }
 
     pub(crate) async fn history(&self, name: &str, retry: Retry) -> Result<Vec<HistoryEntry>> {
-        let mut entries = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let result = retry
+        let mut entries = pages(|token| async move {
+            let out = retry
                 .run("GetParameterHistory", name, || {
                     self.client
                         .get_parameter_history()
@@ -220,22 +214,22 @@ impl SsmParams {
                         .set_next_token(token.clone())
                         .send()
                 })
-                .await;
-            let out = result.map_err(|e| not_found(e, name, None))?;
-            for h in out.parameters() {
-                entries.push(HistoryEntry {
+                .await
+                .map_err(|e| not_found(e, name, None))?;
+            let entries = out
+                .parameters()
+                .iter()
+                .map(|h| HistoryEntry {
                     version: h.version().max(0) as u64,
                     param_type: our_type(h.r#type()),
                     last_modified: h.last_modified_date().and_then(system_time),
                     last_modified_user: h.last_modified_user().map(str::to_owned),
                     labels: h.labels().to_vec(),
-                });
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => break,
-            }
-        }
+                })
+                .collect();
+            Ok((entries, out.next_token().map(str::to_owned)))
+        })
+        .await?;
         entries.sort_by_key(|e| e.version);
         Ok(entries)
     }
@@ -255,6 +249,26 @@ impl SsmParams {
             missing.extend(out.invalid_parameters().iter().cloned());
         }
         Ok(missing)
+    }
+}
+
+/// Collects every page of a paged SSM call. `fetch` gets the previous
+/// page's token and returns its items and the next token. Pages can be
+/// empty with a token (moto's are): loop on the token, not on the size.
+async fn pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = fetch(token.take()).await?;
+        all.extend(items);
+        match next {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(all),
+        }
     }
 }
 
