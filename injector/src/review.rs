@@ -1,14 +1,14 @@
 //! One AdmissionReview in, one answer out: no I/O, no clock, no logging.
 //!
-//! The body is read in two steps. A borrowed view of the envelope
-//! ([`ReviewIn`]) takes the uid, kind, operation, namespace and user and
-//! keeps the object as raw JSON text; only a Pod on CREATE is then parsed
-//! into a typed `Pod` for the planner, and only when its annotations opt
-//! in: a pod the planner skips on its annotations alone (not opted in,
-//! already injected) is planned from its metadata, which gives the same
-//! decision without parsing the spec. A review of anything else costs one
-//! scan of the body (TESTING.md measured the parse as where a webhook
-//! spends its time). The answer is a `kube_core` [`AdmissionResponse`].
+//! The body is read in two steps, both borrowing from it. A view of the
+//! envelope ([`ReviewIn`]) takes the uid, kind, operation, namespace and
+//! user and keeps the object as raw JSON text; only a Pod on CREATE is then
+//! read, into the planner's [`PodView`] (the parts of the pod a decision
+//! depends on; everything else is skipped, not built). A review of anything
+//! else costs one scan of the body. TESTING.md measured the parse as where
+//! a webhook spends its time: this is why nothing here builds a
+//! `serde_json::Value` or a typed `Pod`. The answer is a `kube_core`
+//! [`AdmissionResponse`] whose patch is the planner's JSON text.
 //!
 //! Three answers for a request that cannot be injected (STYLE.md):
 //! - the body is not a usable AdmissionReview (not JSON, wrong kind or
@@ -25,22 +25,19 @@
 //! values may be secrets. [`describe_json_error`] keeps the position and
 //! the kind of error only.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use base64::Engine as _;
 use hyper::StatusCode;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_core::admission::AdmissionResponse;
 use kube_core::response::StatusSummary;
 use kube_core::Status;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use sidekey_audit::{Event, Outcome, SecretRef};
 use sidekey_model::Selector;
-use sidekey_patch::{Config, Decision, Denial, Plan, Request, Resolution};
+pub use sidekey_patch::describe_json_error;
+use sidekey_patch::{Config, Decision, Denial, Plan, PodView, Request, Resolution, Text};
 
 use crate::metrics::ReviewOutcome;
 
@@ -87,9 +84,9 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
     #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<Text<'a>>,
     #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(borrow, default)]
     request: Option<RequestIn<'a>>,
 }
@@ -98,17 +95,17 @@ struct ReviewIn<'a> {
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
     #[serde(borrow)]
-    uid: Cow<'a, str>,
+    uid: Text<'a>,
     #[serde(borrow)]
     kind: KindIn<'a>,
     #[serde(borrow, default)]
-    sub_resource: Option<Cow<'a, str>>,
+    sub_resource: Option<Text<'a>>,
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<Text<'a>>,
     #[serde(borrow)]
-    operation: Cow<'a, str>,
+    operation: Text<'a>,
     #[serde(borrow, default)]
     user_info: Option<UserIn<'a>>,
     #[serde(borrow, default)]
@@ -120,17 +117,17 @@ struct RequestIn<'a> {
 #[derive(Deserialize)]
 struct KindIn<'a> {
     #[serde(borrow, default)]
-    group: Cow<'a, str>,
+    group: Text<'a>,
     #[serde(borrow, default)]
-    version: Cow<'a, str>,
+    version: Text<'a>,
     #[serde(borrow, default)]
-    kind: Cow<'a, str>,
+    kind: Text<'a>,
 }
 
 #[derive(Deserialize)]
 struct UserIn<'a> {
     #[serde(borrow, default)]
-    username: Option<Cow<'a, str>>,
+    username: Option<Text<'a>>,
 }
 
 /// Reviews one body against `config`.
@@ -189,8 +186,8 @@ fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
     }
 
     let is_pod = req.kind.group.is_empty()
-        && req.kind.version == "v1"
-        && req.kind.kind == "Pod"
+        && *req.kind.version == *"v1"
+        && *req.kind.kind == *"Pod"
         && req.sub_resource.as_deref().unwrap_or("").is_empty();
     if !is_pod {
         let what = if req.kind.group.is_empty() {
@@ -207,7 +204,7 @@ fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
         summary.reason = format!("{what}{sub} is not a pod: allowed untouched");
         return skipped(&req.uid, summary, event);
     }
-    if req.operation != "CREATE" {
+    if *req.operation != *"CREATE" {
         summary.reason = format!(
             "operation {} is not planned: allowed untouched",
             req.operation
@@ -222,31 +219,28 @@ fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
             "the request has no object".to_owned(),
         );
     };
-    let pod: Pod = match not_planned(raw) {
-        Some(pod) => pod,
-        None => match serde_json::from_str(raw.get()) {
-            Ok(p) => p,
-            Err(e) => {
-                let message = format!("the object is not a valid Pod: {}", describe_json_error(&e));
-                return invalid(&req.uid, summary, event, message);
-            }
-        },
+    let pod = match PodView::from_json(raw.get()) {
+        Ok(p) => p,
+        Err(e) => {
+            let message = format!("the object is not a valid Pod: {e}");
+            return invalid(&req.uid, summary, event, message);
+        }
     };
     if summary.name.is_none() {
-        summary.name = pod
-            .metadata
-            .name
-            .clone()
-            .or_else(|| pod.metadata.generate_name.clone())
-            .filter(|n| !n.is_empty());
+        summary.name = pod.name().map(str::to_owned);
         event.pod = summary.name.clone();
     }
     let namespace = match summary
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .or_else(|| pod.metadata.namespace.clone().filter(|n| !n.is_empty()))
-    {
+        .or_else(|| {
+            pod.metadata
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        }) {
         Some(ns) => ns,
         None => {
             return invalid(
@@ -279,51 +273,6 @@ fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
         Decision::Deny(denials) => denied(&req.uid, summary, event, config, &namespace, &denials),
         Decision::Inject(plan) => injected(&req.uid, summary, event, plan),
     }
-}
-
-#[derive(Deserialize)]
-struct ObjectView {
-    #[serde(default)]
-    metadata: Option<MetaView>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MetaView {
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    generate_name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-}
-
-/// The fast path for pods the planner skips on their annotations alone
-/// (no `sidekey.io/inject: "true"`, or already injected): a pod holding
-/// only the object's metadata names and annotations, for which the planner
-/// gives the same decision as for the whole pod, without parsing the spec.
-/// `None` when the pod must be parsed and planned in full (or the metadata
-/// cannot be read this way, and the full parse will say why).
-fn not_planned(raw: &RawValue) -> Option<Pod> {
-    let meta = serde_json::from_str::<ObjectView>(raw.get())
-        .ok()?
-        .metadata?;
-    let annotations = meta.annotations.unwrap_or_default();
-    if sidekey_patch::wants_injection(&annotations) && !sidekey_patch::is_injected(&annotations) {
-        return None;
-    }
-    Some(Pod {
-        metadata: ObjectMeta {
-            annotations: Some(annotations),
-            name: meta.name,
-            generate_name: meta.generate_name,
-            namespace: meta.namespace,
-            ..ObjectMeta::default()
-        },
-        ..Pod::default()
-    })
 }
 
 fn environment_of(config: &Config, namespace: &str) -> Option<String> {
@@ -442,12 +391,9 @@ fn injected(uid: &str, mut summary: Summary, mut event: Event, plan: Plan) -> Re
     if !plan.warnings.is_empty() {
         response.warnings = Some(plan.warnings.clone());
     }
-    if !plan.patch.0.is_empty() {
-        response = match response.with_patch(plan.patch) {
-            Ok(r) => r,
-            Err(_) => return internal(summary, event, "cannot serialise the patch".to_owned()),
-        };
-    }
+    // The planner's JSON text is the patch (`with_patch` would serialise
+    // a parsed copy again); `encode` adds its patchType.
+    response.patch = Some(plan.patch.into_bytes());
     answer(response, ReviewOutcome::Injected, summary, event)
 }
 
@@ -498,84 +444,47 @@ fn internal(mut summary: Summary, mut event: Event, reason: String) -> Reviewed 
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a Status>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-    audit_annotations: &'a std::collections::HashMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a Vec<String>>,
-}
-
 /// The AdmissionReview JSON of `response`.
 ///
-/// `kube_core` serialises the patch bytes as a JSON array of numbers; the
-/// API server's Go types read `[]byte` from base64 text, which is what this
-/// writes (a third of the size). The status is left out of an allowed
-/// answer (the API server does not read it).
+/// Written directly rather than through `kube_core`'s `Serialize`: that
+/// writes the patch bytes as a JSON array of numbers, while the API
+/// server's Go types read `[]byte` from base64 text (a third of the size),
+/// and the base64 text needs no escaping, so it is encoded straight into
+/// the answer. The status is left out of an allowed answer (the API server
+/// does not read it).
 pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
-    let out = ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response: ResponseOut {
-            uid: &response.uid,
-            allowed: response.allowed,
-            status: (!response.allowed).then_some(&response.result),
-            patch: response
-                .patch
-                .as_deref()
-                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
-            audit_annotations: &response.audit_annotations,
-            warnings: response.warnings.as_ref(),
-        },
-    };
-    serde_json::to_vec(&out)
-}
-
-/// What a serde_json error says, without any part of the input: the kind of
-/// error and its position. A missing field is named (the name comes from
-/// the schema, not from the input).
-pub fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let at = format!("line {} column {}", e.line(), e.column());
-    match e.classify() {
-        Category::Syntax => format!("invalid JSON at {at}"),
-        Category::Eof => "the JSON ends early".to_owned(),
-        Category::Io => "cannot read the body".to_owned(),
-        Category::Data => {
-            let message = e.to_string();
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-                .filter(|name| {
-                    name.len() <= 64
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                });
-            match missing {
-                Some(name) => format!("missing field `{name}` at {at}"),
-                None => format!("a field has the wrong type or value at {at}"),
-            }
-        }
+    let patch_len = response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4);
+    let mut out = String::with_capacity(160 + response.uid.len() + patch_len);
+    out.push_str("{\"apiVersion\":\"");
+    out.push_str(API_VERSION);
+    out.push_str("\",\"kind\":\"");
+    out.push_str(KIND);
+    out.push_str("\",\"response\":{\"uid\":");
+    out.push_str(&serde_json::to_string(&response.uid)?);
+    out.push_str(if response.allowed {
+        ",\"allowed\":true"
+    } else {
+        ",\"allowed\":false"
+    });
+    if !response.allowed {
+        out.push_str(",\"status\":");
+        out.push_str(&serde_json::to_string(&response.result)?);
     }
+    if let Some(patch) = &response.patch {
+        out.push_str(",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        base64::engine::general_purpose::STANDARD.encode_string(patch, &mut out);
+        out.push('"');
+    }
+    if !response.audit_annotations.is_empty() {
+        out.push_str(",\"auditAnnotations\":");
+        out.push_str(&serde_json::to_string(&response.audit_annotations)?);
+    }
+    if let Some(warnings) = &response.warnings {
+        out.push_str(",\"warnings\":");
+        out.push_str(&serde_json::to_string(warnings)?);
+    }
+    out.push_str("}}");
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -596,10 +505,13 @@ mod tests {
             assert!(!d.contains(SECRET), "{d}");
         }
         // Data errors from typed parsing quote values in serde's own text.
-        let e = serde_json::from_str::<Pod>(&format!(
-            "{{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"spec\":{{\"priority\":\"{SECRET}\"}}}}"
-        ))
-        .unwrap_err();
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Typed {
+            priority: i32,
+        }
+        let e =
+            serde_json::from_str::<Typed>(&format!("{{\"priority\":\"{SECRET}\"}}")).unwrap_err();
         assert!(
             e.to_string().contains(SECRET),
             "serde quotes it: the reason for this function"
@@ -614,49 +526,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(describe_json_error(&e).starts_with("missing field `uid`"));
-    }
-
-    #[test]
-    fn the_metadata_fast_path_decides_as_the_full_pod_does() {
-        let config = Config::default_for(Some("sidekey"));
-        let request = Request {
-            namespace: "team-a",
-            user: None,
-        };
-        let cases = [
-            serde_json::json!({}),
-            serde_json::json!({"sidekey.io/inject": "false", "sidekey.io/services": "api"}),
-            serde_json::json!({"sidekey.io/inject": "TRUE"}),
-            serde_json::json!({"sidekey.io/inject": "true", "sidekey.io/injected": "true"}),
-            serde_json::json!({"sidekey.io/inject": "true", "sidekey.io/services": "api"}),
-        ];
-        for annotations in cases {
-            let object = serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-", "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": "app:1", "command": ["/app"]}]}
-            });
-            let text = serde_json::to_string(&object).unwrap();
-            let raw = RawValue::from_string(text.clone()).unwrap();
-            let full: Pod = serde_json::from_str(&text).unwrap();
-            let by_full = sidekey_patch::plan(&full, &request, &config);
-            match not_planned(&raw) {
-                Some(minimal) => {
-                    assert_eq!(minimal.metadata.generate_name.as_deref(), Some("web-"));
-                    let by_meta = sidekey_patch::plan(&minimal, &request, &config);
-                    match (by_full, by_meta) {
-                        (Decision::Skip { reason: a }, Decision::Skip { reason: b }) => {
-                            assert_eq!(a, b)
-                        }
-                        _ => panic!("the fast path and the full plan differ for {annotations}"),
-                    }
-                }
-                None => assert!(
-                    matches!(by_full, Decision::Inject(_)),
-                    "{annotations} left the fast path but is not injected"
-                ),
-            }
-        }
     }
 
     #[test]
@@ -692,7 +561,7 @@ mod tests {
             serde_json::json!({"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": "u1", "allowed": true}})
         );
 
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        let patch: sidekey_patch::json_patch::Patch = serde_json::from_value(serde_json::json!([
             {"op": "add", "path": "/metadata/annotations/sidekey.io~1injected", "value": "true"}
         ]))
         .unwrap();
@@ -704,7 +573,7 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(v["response"]["patch"].as_str().unwrap())
             .unwrap();
-        let back: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let back: sidekey_patch::json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, patch);
 
         let denied = refused_response("u3", 403, "Forbidden", "no".to_owned());

@@ -154,7 +154,7 @@ async fn with_trace_logs_a_pod_env_marker_never_reaches_output_or_audit() {
         assert_eq!(a.response()["allowed"], false);
         // Invalid: the marker where a number belongs (serde would quote it).
         let mut bad = with_marker(opted_in("api"));
-        bad["spec"]["terminationGracePeriodSeconds"] = json!(MARKER);
+        bad["spec"]["securityContext"]["runAsUser"] = json!(MARKER);
         let a = client
             .send(
                 "POST",

@@ -187,7 +187,7 @@ impl Event {
 /// environment, namespace, pod, actor, secrets, outcome, reason, duration_ms,
 /// then the extra fields. `None` is written as `null`, so every record has
 /// every field.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Record {
     /// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T10:00:00.123Z`.
     pub ts: String,
@@ -206,6 +206,32 @@ pub struct Record {
     pub duration_ms: Option<u64>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Written as one map: the fixed fields in [`RECORD_FIELDS`] order, then the
+/// extra ones (what `#[serde(flatten)]` would write, without its buffering).
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(RECORD_FIELDS.len() + self.extra.len()))?;
+        map.serialize_entry("ts", &self.ts)?;
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("prev", &self.prev)?;
+        map.serialize_entry("component", &self.component)?;
+        map.serialize_entry("event", &self.event)?;
+        map.serialize_entry("environment", &self.environment)?;
+        map.serialize_entry("namespace", &self.namespace)?;
+        map.serialize_entry("pod", &self.pod)?;
+        map.serialize_entry("actor", &self.actor)?;
+        map.serialize_entry("secrets", &self.secrets)?;
+        map.serialize_entry("outcome", &self.outcome)?;
+        map.serialize_entry("reason", &self.reason)?;
+        map.serialize_entry("duration_ms", &self.duration_ms)?;
+        for (k, v) in &self.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 impl Record {

@@ -84,12 +84,13 @@ fn inject_one(
         "metadata": template.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
         "spec": template.get("spec").cloned().unwrap_or(Value::Null),
     });
-    let pod: sidekey_patch::k8s_openapi::api::core::v1::Pod =
-        serde_json::from_value(pod_json.clone()).map_err(|e| {
-            Failure::usage(format!(
-                "{what}: {kind} {name}: not a valid pod template: {e}"
-            ))
-        })?;
+    let pod_text = serde_json::to_string(&pod_json)
+        .map_err(|e| Failure::failed(format!("{what}: {kind} {name}: {e}")))?;
+    let pod = sidekey_patch::PodView::from_json(&pod_text).map_err(|e| {
+        Failure::usage(format!(
+            "{what}: {kind} {name}: not a valid pod template: {e}"
+        ))
+    })?;
     let request = Request {
         namespace: &namespace,
         user: None,
@@ -110,7 +111,11 @@ fn inject_one(
             for w in &plan.warnings {
                 eprintln!("sidekey: warning: {kind} {name}: {w}");
             }
-            let patched = sidekey_patch::apply(&pod_json, &plan.patch)
+            let ops = plan
+                .patch
+                .operations()
+                .map_err(|e| Failure::failed(format!("{kind} {name}: {e}")))?;
+            let patched = sidekey_patch::apply(&pod_json, &ops)
                 .map_err(|e| Failure::failed(format!("{kind} {name}: {e}")))?;
             if pointer.is_empty() {
                 // A Pod: the patched pod, minus nothing.

@@ -1,6 +1,7 @@
 //! Parsing a pod's `sidekey.io/*` annotations into [`Annotations`], with
 //! every problem collected as a [`Denial`].
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -78,13 +79,20 @@ pub struct Annotations {
 }
 
 /// Whether the pod opts in: `sidekey.io/inject` is exactly `"true"`.
-pub fn wants_injection(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.get(names::INJECT).map(String::as_str) == Some("true")
+pub fn wants_injection<K, V>(annotations: &BTreeMap<K, V>) -> bool
+where
+    K: Borrow<str> + Ord,
+    V: AsRef<str>,
+{
+    annotations.get(names::INJECT).map(AsRef::as_ref) == Some("true")
 }
 
 /// Whether the injector already mutated the pod (`sidekey.io/injected` is
 /// present, whatever its value).
-pub fn is_injected(annotations: &BTreeMap<String, String>) -> bool {
+pub fn is_injected<K, V>(annotations: &BTreeMap<K, V>) -> bool
+where
+    K: Borrow<str> + Ord,
+{
     annotations.contains_key(names::INJECTED)
 }
 
@@ -184,15 +192,20 @@ fn choice_denial(annotation: &str, e: &ChoiceError) -> Denial {
 /// Parses a pod's annotations. Keys outside `sidekey.io/` are ignored;
 /// `sidekey.io/inject` and the marker `sidekey.io/injected` are accepted
 /// but not interpreted here. Every problem is reported, not just the first.
-pub fn parse_annotations(
-    annotations: &BTreeMap<String, String>,
+pub fn parse_annotations<K, V>(
+    annotations: &BTreeMap<K, V>,
     defaults: &Defaults,
-) -> Result<Annotations, Vec<Denial>> {
+) -> Result<Annotations, Vec<Denial>>
+where
+    K: Borrow<str> + Ord,
+    V: AsRef<str>,
+{
     let mut denials = Vec::new();
-    let get = |k: &str| annotations.get(k).map(String::as_str);
+    let get = |k: &str| annotations.get(k).map(AsRef::as_ref);
 
     for key in annotations.keys() {
-        if !key.starts_with(names::PREFIX) || names::KNOWN.contains(&key.as_str()) {
+        let key: &str = key.borrow();
+        if !key.starts_with(names::PREFIX) || names::KNOWN.contains(&key) {
             continue;
         }
         match FORBIDDEN.iter().find(|(name, _)| *name == suffix(key)) {

@@ -228,10 +228,11 @@ pub struct Settings {
 #[derive(Debug, Clone, Default)]
 struct Cache {
     timeout_text: String,
-    /// image, imagePullPolicy, resources, terminationMessagePolicy.
-    agent_base: serde_json::Map<String, Value>,
-    /// The `SIDEKEY_*` entries that do not depend on the pod.
-    fixed_env: Vec<Value>,
+    /// `"image":…,"imagePullPolicy":…,["resources":…,]"terminationMessagePolicy":…`
+    container_base: String,
+    /// The JSON text of each `SIDEKEY_*` env entry that does not depend on
+    /// the pod, in order.
+    fixed_env: Vec<String>,
 }
 
 impl Default for Settings {
@@ -259,21 +260,25 @@ impl Default for Settings {
 impl Settings {
     fn rebuild(&mut self) {
         let timeout_text = humantime::format_duration(self.timeout).to_string();
-        let mut base = serde_json::Map::new();
-        base.insert("image".into(), json!(self.agent_image));
-        base.insert(
-            "imagePullPolicy".into(),
-            json!(self.image_pull_policy.as_str()),
+        // serde_json renders (and escapes) what comes from the
+        // configuration, once.
+        let text = |v: serde_json::Value| v.to_string();
+        let mut base = format!(
+            "\"image\":{},\"imagePullPolicy\":{}",
+            text(json!(self.agent_image)),
+            text(json!(self.image_pull_policy.as_str()))
         );
         if let Some(r) = self.resources.to_json() {
-            base.insert("resources".into(), r);
+            base.push_str(",\"resources\":");
+            base.push_str(&text(r));
         }
-        base.insert(
-            "terminationMessagePolicy".into(),
-            json!("FallbackToLogsOnError"),
-        );
-        let value = |name: &str, value: &str| json!({"name": name, "value": value});
-        let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
+        base.push_str(",\"terminationMessagePolicy\":\"FallbackToLogsOnError\"");
+        let value = |name: &str, value: &str| text(json!({"name": name, "value": value}));
+        let field = |name: &str, path: &str| {
+            text(
+                json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}),
+            )
+        };
         let fixed_env = vec![
             value("SIDEKEY_PREFIX", self.prefix.as_str()),
             value("SIDEKEY_STORE", &self.store.to_string()),
@@ -285,19 +290,21 @@ impl Settings {
         ];
         self.cache = Cache {
             timeout_text,
-            agent_base: base,
+            container_base: base,
             fixed_env,
         };
     }
 
-    /// image, imagePullPolicy, resources and terminationMessagePolicy of an
-    /// injected container.
-    pub(crate) fn agent_base(&self) -> &serde_json::Map<String, Value> {
-        &self.cache.agent_base
+    /// The JSON text of an injected container's image, pull policy,
+    /// resources and termination message policy (object members, no
+    /// braces).
+    pub(crate) fn container_base(&self) -> &str {
+        &self.cache.container_base
     }
 
-    /// The `SIDEKEY_*` entries that do not depend on the pod.
-    pub(crate) fn fixed_env(&self) -> &[Value] {
+    /// The `SIDEKEY_*` env entries that do not depend on the pod, as JSON
+    /// text, in order.
+    pub(crate) fn fixed_env(&self) -> &[String] {
         &self.cache.fixed_env
     }
 
@@ -950,26 +957,6 @@ pub(crate) fn parse_quantity(s: &str) -> Option<f64> {
         _ => return None,
     };
     Some(value * scale)
-}
-
-/// The `securityContext` of injected containers.
-pub(crate) fn security_context(run_as_user: Option<i64>, run_as_group: Option<i64>) -> Value {
-    let mut v = json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    });
-    if let Some(map) = v.as_object_mut() {
-        if let Some(u) = run_as_user {
-            map.insert("runAsUser".into(), json!(u));
-        }
-        if let Some(g) = run_as_group {
-            map.insert("runAsGroup".into(), json!(g));
-        }
-    }
-    v
 }
 
 #[cfg(test)]

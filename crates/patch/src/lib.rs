@@ -5,9 +5,11 @@
 //!
 //! This crate is pure: no tokio, no HTTP, no AWS, no I/O. The injector
 //! (`sidekey-injector`) and the offline `sidekey inject` command call
-//! [`plan`]; the patch is a [`json_patch::Patch`] of the major version
-//! `kube-core` 5 uses, so it can go straight into
-//! `AdmissionResponse::with_patch`.
+//! [`plan`] with a [`PodView`]: the parts of the pod a decision depends on,
+//! borrowed from the pod's JSON text (the API server has validated the pod;
+//! the planner does not need a typed copy of all of it). The patch comes
+//! back as its JSON text ([`PatchJson`]), written in one pass from borrowed
+//! structs, ready for `AdmissionResponse.patch`.
 //!
 //! # Scoping
 //!
@@ -104,7 +106,9 @@
 
 mod annotations;
 mod config;
+mod ops;
 mod plan;
+mod pod;
 mod quote;
 
 pub use annotations::{
@@ -115,14 +119,18 @@ pub use config::{
     Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
 };
 pub use plan::{
-    apply, plan, Decision, PatchError, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE,
+    apply, plan, Decision, PatchError, PatchJson, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE,
     AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS, BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT,
     CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID, RESERVED_CONTAINERS, RESERVED_VOLUMES,
     VOLUME_BIN, VOLUME_SECRETS,
 };
 pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 
-/// Re-exported so callers name the same `json_patch` version as [`Plan::patch`].
+pub use pod::{
+    describe_json_error, AnnotationMap, ContainerView, EnvVarView, MetaView, MountView, Named,
+    PodError, PodSecurityView, PodView, SecurityView, SpecView, Text,
+};
+
+/// Re-exported so callers name the same `json_patch` version as
+/// [`PatchJson::operations`].
 pub use json_patch;
-/// Re-exported so callers name the same `k8s_openapi` as [`plan`].
-pub use k8s_openapi;

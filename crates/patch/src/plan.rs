@@ -1,16 +1,15 @@
 //! `plan(pod, request, config)`: the decision and the JSON Patch.
 
-use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-use json_patch::jsonptr::{PointerBuf, Token};
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use serde_json::{json, Value};
+use serde_json::Value as Json;
 use sidekey_model::annotations::{self as names, Delivery, OnMissing};
 use sidekey_model::{Environment, Pick, Service};
 
 use crate::annotations::{is_injected, parse_annotations, wants_injection, Annotations, Denial};
-use crate::config::{security_context, Config, Resolution, Settings};
+use crate::config::{Config, Resolution, Settings};
+use crate::ops::{pointer_token, Container, EnvVar, Mount, PatchWriter, Probe, Volume};
+use crate::pod::{AnnotationMap, ContainerView, PodView, SpecView};
 use crate::quote::{Name, Q};
 
 /// Volume holding the installed agent binary (env delivery).
@@ -81,7 +80,7 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// RFC 6902 operations against the pod as reviewed.
-    pub patch: Patch,
+    pub patch: PatchJson,
     /// Non-fatal notes for the user (AdmissionResponse warnings).
     pub warnings: Vec<String>,
     /// The namespace's environment.
@@ -98,30 +97,43 @@ pub struct Plan {
     pub delivery: Delivery,
 }
 
+/// A JSON Patch (RFC 6902) as the JSON text the API server receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchJson(String);
+
+impl PatchJson {
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON text as bytes (what `AdmissionResponse.patch` holds).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.into_bytes()
+    }
+
+    /// The operations, parsed (for applying the patch offline and in tests).
+    pub fn operations(&self) -> Result<json_patch::Patch, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
 /// A patch that does not apply to the document.
 #[derive(Debug, thiserror::Error)]
 #[error("the patch does not apply to the pod: {0}")]
 pub struct PatchError(#[from] pub json_patch::PatchError);
 
-/// Applies `patch` to a copy of `pod` (JSON). For `sidekey inject` and tests.
-pub fn apply(pod: &Value, patch: &Patch) -> Result<Value, PatchError> {
+/// Applies `patch` (e.g. [`PatchJson::operations`]) to a copy of `pod`
+/// (JSON). For `sidekey inject` and tests.
+pub fn apply(pod: &Json, patch: &json_patch::Patch) -> Result<Json, PatchError> {
     let mut out = pod.clone();
     json_patch::patch(&mut out, patch)?;
     Ok(out)
 }
 
-fn ptr<'t>(tokens: impl IntoIterator<Item = Token<'t>>) -> PointerBuf {
-    PointerBuf::from_tokens(tokens)
-}
-
-fn add(ops: &mut Vec<PatchOperation>, path: PointerBuf, value: Value) {
-    ops.push(PatchOperation::Add(AddOperation { path, value }));
-}
-
 /// Decides what to do with `pod`, reviewed in `request.namespace`.
-pub fn plan(pod: &Pod, request: &Request<'_>, config: &Config) -> Decision {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-    let ann = pod.metadata.annotations.as_ref().unwrap_or(&EMPTY);
+pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decision {
+    let ann = pod.annotations();
     if !wants_injection(ann) {
         let reason = match ann.get(names::INJECT) {
             Some(v) => format!(
@@ -186,7 +198,7 @@ pub fn plan(pod: &Pod, request: &Request<'_>, config: &Config) -> Decision {
         inherit,
         containers: targets
             .iter()
-            .map(|&i| spec.containers[i].name.clone())
+            .map(|&i| spec.containers[i].name.to_string())
             .collect(),
         services: a.services,
         picks: a.picks,
@@ -194,7 +206,7 @@ pub fn plan(pod: &Pod, request: &Request<'_>, config: &Config) -> Decision {
     })
 }
 
-fn check_reserved_names(spec: &PodSpec, denials: &mut Vec<Denial>) {
+fn check_reserved_names(spec: &SpecView<'_>, denials: &mut Vec<Denial>) {
     let reserved = || {
         format!(
             "sidekey reserves the volume names {} and the container names {}; rename it",
@@ -214,8 +226,8 @@ fn check_reserved_names(spec: &PodSpec, denials: &mut Vec<Denial>) {
     let names = spec
         .containers
         .iter()
-        .chain(spec.init_containers.iter().flatten())
         .map(|c| &c.name)
+        .chain(spec.init_containers.iter().flatten().map(|c| &c.name))
         .chain(spec.ephemeral_containers.iter().flatten().map(|c| &c.name));
     for name in names {
         if RESERVED_CONTAINERS.contains(&name.as_str()) {
@@ -228,7 +240,7 @@ fn check_reserved_names(spec: &PodSpec, denials: &mut Vec<Denial>) {
 }
 
 /// Indices into `spec.containers`, in pod order.
-fn select_targets(spec: &PodSpec, a: &Annotations) -> Result<Vec<usize>, Denial> {
+fn select_targets(spec: &SpecView<'_>, a: &Annotations) -> Result<Vec<usize>, Denial> {
     let Some(wanted) = &a.containers else {
         if spec.containers.is_empty() {
             return Err(Denial::pod("the pod has no containers"));
@@ -238,14 +250,14 @@ fn select_targets(spec: &PodSpec, a: &Annotations) -> Result<Vec<usize>, Denial>
     let mut found = Vec::with_capacity(wanted.len());
     let mut problems = Vec::new();
     for name in wanted {
-        match spec.containers.iter().position(|c| c.name == *name) {
+        match spec.containers.iter().position(|c| *c.name == **name) {
             Some(i) => found.push(i),
             None => {
                 let init = spec
                     .init_containers
                     .iter()
                     .flatten()
-                    .any(|c| c.name == *name);
+                    .any(|c| *c.name == **name);
                 problems.push(if init {
                     format!(
                         "{} is an init container (sidekey delivers only to app containers)",
@@ -307,11 +319,16 @@ fn collision(ours: &str, theirs: &str) -> Option<&'static str> {
     }
 }
 
-fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &mut Vec<Denial>) {
+fn check_targets(
+    spec: &SpecView<'_>,
+    a: &Annotations,
+    targets: &[usize],
+    denials: &mut Vec<Denial>,
+) {
     for &i in targets {
         let c = &spec.containers[i];
         if a.delivery.env() {
-            if c.command.as_ref().is_none_or(Vec::is_empty) && a.command.is_none() {
+            if c.has_no_command() && a.command.is_none() {
                 denials.push(Denial::annotation(
                     names::COMMAND,
                     format!(
@@ -325,9 +342,8 @@ fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &m
                 ));
             }
             let mut own: Vec<&str> = c
-                .env
+                .env()
                 .iter()
-                .flatten()
                 .map(|e| e.name.as_str())
                 .filter(|n| n.starts_with("SIDEKEY_"))
                 .collect();
@@ -341,7 +357,7 @@ fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &m
                     shown.join(", ")
                 )));
             }
-            for m in c.volume_mounts.iter().flatten() {
+            for m in c.mounts() {
                 if let Some(how) = collision(BIN_DIR, &m.mount_path) {
                     denials.push(Denial::pod(format!(
                         "container {} mounts volume {} at {}, which collides with the agent's \
@@ -354,7 +370,7 @@ fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &m
             }
         }
         if a.delivery.files() {
-            for m in c.volume_mounts.iter().flatten() {
+            for m in c.mounts() {
                 if let Some(how) = collision(&a.files_path, &m.mount_path) {
                     denials.push(Denial::annotation(
                         names::FILES_PATH,
@@ -377,7 +393,7 @@ fn check_targets(spec: &PodSpec, a: &Annotations, targets: &[usize], denials: &m
 
 /// The effective (user, group) of a container: its own securityContext,
 /// else the pod's.
-fn run_as(spec: &PodSpec, c: &Container) -> (Option<i64>, Option<i64>) {
+fn run_as(spec: &SpecView<'_>, c: &ContainerView<'_>) -> (Option<i64>, Option<i64>) {
     let own = c.security_context.as_ref();
     let pod = spec.security_context.as_ref();
     (
@@ -389,8 +405,8 @@ fn run_as(spec: &PodSpec, c: &Container) -> (Option<i64>, Option<i64>) {
 }
 
 fn warnings(
-    ann: &BTreeMap<String, String>,
-    spec: &PodSpec,
+    ann: &AnnotationMap<'_>,
+    spec: &SpecView<'_>,
     a: &Annotations,
     targets: &[usize],
 ) -> Vec<String> {
@@ -434,13 +450,7 @@ fn warnings(
         }
     }
     if a.command.is_some() {
-        let used = a.delivery.env()
-            && targets.iter().any(|&i| {
-                spec.containers[i]
-                    .command
-                    .as_ref()
-                    .is_none_or(Vec::is_empty)
-            });
+        let used = a.delivery.env() && targets.iter().any(|&i| spec.containers[i].has_no_command());
         if !used {
             w.push(format!(
                 "annotation {} is ignored: it applies only to containers without a command, \
@@ -452,121 +462,133 @@ fn warnings(
     w
 }
 
-fn env_value(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
-}
-
 fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&item.to_string());
+        let _ = write!(out, "{item}");
     }
     out
 }
 
-/// The agent's `SIDEKEY_*` settings. Every variable is always set (empty
-/// when there is nothing), so nothing from `envFrom` can stand in for one.
-fn sidekey_env(
-    settings: &Settings,
-    a: &Annotations,
-    environment: &Environment,
-    inherit: &[Environment],
-) -> Vec<Value> {
-    let mut env = Vec::with_capacity(13);
-    env.push(env_value("SIDEKEY_ENVIRONMENT", environment.as_str()));
-    env.push(env_value("SIDEKEY_INHERIT", &comma_list(inherit)));
-    env.push(env_value("SIDEKEY_SERVICES", &comma_list(&a.services)));
-    env.push(env_value("SIDEKEY_SECRETS", &comma_list(&a.picks)));
-    env.push(env_value("SIDEKEY_ON_MISSING", a.on_missing.as_str()));
-    env.extend(settings.fixed_env().iter().cloned());
+/// The agent's `SIDEKEY_*` settings, in order. Every variable is always
+/// set (empty when there is nothing), so nothing from `envFrom` can stand
+/// in for one.
+fn sidekey_env<'a>(
+    settings: &'a Settings,
+    a: &'a Annotations,
+    environment: &'a Environment,
+    lists: &'a [String; 3],
+) -> Vec<EnvVar<'a>> {
+    let mut env = Vec::with_capacity(16);
+    let [inherit, services, secrets] = lists;
+    for (name, value) in [
+        ("SIDEKEY_ENVIRONMENT", environment.as_str()),
+        ("SIDEKEY_INHERIT", inherit),
+        ("SIDEKEY_SERVICES", services),
+        ("SIDEKEY_SECRETS", secrets),
+        ("SIDEKEY_ON_MISSING", a.on_missing.as_str()),
+    ] {
+        env.push(EnvVar::Value { name, value });
+    }
+    env.extend(settings.fixed_env().iter().map(|e| EnvVar::Rendered(e)));
     env
 }
 
 /// An injected container with the common fields.
-fn agent_container(
-    settings: &Settings,
-    name: &str,
-    command: Vec<String>,
-    env: Option<Vec<Value>>,
-    mounts: Vec<Value>,
+fn agent_container<'a>(
+    settings: &'a Settings,
+    name: &'static str,
+    command: Vec<&'a str>,
+    env: Option<Vec<EnvVar<'a>>>,
+    volume_mounts: Vec<Mount<'a>>,
     run_as_user: Option<i64>,
     run_as_group: Option<i64>,
-) -> serde_json::Map<String, Value> {
-    let mut c = settings.agent_base().clone();
-    c.insert("name".into(), json!(name));
-    c.insert("command".into(), json!(command));
-    if let Some(env) = env {
-        c.insert("env".into(), Value::Array(env));
+) -> Container<'a> {
+    Container {
+        name,
+        base: settings.container_base(),
+        command,
+        env,
+        run_as_user,
+        run_as_group,
+        volume_mounts,
+        restart_policy: None,
+        startup_probe: None,
     }
-    c.insert(
-        "securityContext".into(),
-        security_context(run_as_user, run_as_group),
-    );
-    c.insert("volumeMounts".into(), Value::Array(mounts));
-    c
 }
 
 fn build_patch(
-    spec: &PodSpec,
+    spec: &SpecView<'_>,
     a: &Annotations,
     targets: &[usize],
     settings: &Settings,
     environment: &Environment,
     inherit: &[Environment],
-) -> Patch {
-    let mut ops = Vec::with_capacity(8 + 3 * targets.len());
-    add(
-        &mut ops,
-        ptr([
-            Token::new("metadata"),
-            Token::new("annotations"),
-            Token::new(names::INJECTED),
-        ]),
-        json!("true"),
-    );
+) -> PatchJson {
+    let lists = [
+        comma_list(inherit),
+        comma_list(&a.services),
+        comma_list(&a.picks),
+    ];
+    let base_env = sidekey_env(settings, a, environment, &lists);
+    let every = a
+        .refresh
+        .map(|r| humantime::format_duration(r).to_string())
+        .unwrap_or_default();
+    let mut w = PatchWriter::new();
     // The marker needs the annotations map, which exists: the pod opted in
     // through it.
+    w.op(
+        "add",
+        format_args!("/metadata/annotations/{}", pointer_token(names::INJECTED)),
+        |j| {
+            j.str("true");
+        },
+    );
 
     // Volumes.
     let mut volumes = Vec::with_capacity(2);
     if a.delivery.env() {
-        volumes.push(json!({
-            "name": VOLUME_BIN,
-            "emptyDir": {"medium": "Memory", "sizeLimit": BIN_SIZE_LIMIT},
-        }));
+        volumes.push(Volume {
+            name: VOLUME_BIN,
+            size_limit: BIN_SIZE_LIMIT,
+        });
     }
     if a.delivery.files() {
-        volumes.push(json!({
-            "name": VOLUME_SECRETS,
-            "emptyDir": {"medium": "Memory", "sizeLimit": settings.files_size_limit()},
-        }));
+        volumes.push(Volume {
+            name: VOLUME_SECRETS,
+            size_limit: settings.files_size_limit(),
+        });
     }
-    append_all(
-        &mut ops,
-        &["spec", "volumes"],
+    w.append(
+        format_args!("/spec/volumes"),
         spec.volumes.as_ref().is_some_and(|v| !v.is_empty()),
-        volumes,
+        &volumes,
+        |j, v| v.write(j),
     );
 
-    let base_env = sidekey_env(settings, a, environment, inherit);
     let first = &spec.containers[targets[0]];
     let pod_uid = spec.security_context.as_ref().and_then(|p| p.run_as_user);
 
     // Init containers, ours first.
     let mut inits = Vec::with_capacity(2);
     if a.delivery.env() {
-        inits.push(Value::Object(agent_container(
+        inits.push(agent_container(
             settings,
             CONTAINER_INSTALL,
-            vec![AGENT_IN_IMAGE.into(), "install".into(), BIN_DIR.into()],
+            vec![AGENT_IN_IMAGE, "install", BIN_DIR],
             None,
-            vec![json!({"name": VOLUME_BIN, "mountPath": BIN_DIR})],
+            vec![Mount {
+                name: VOLUME_BIN,
+                mount_path: BIN_DIR,
+                ..Mount::default()
+            }],
             (pod_uid == Some(0)).then_some(FALLBACK_UID),
             None,
-        )));
+        ));
     }
     if a.delivery.files() {
         let (uid, gid) = run_as(spec, first);
@@ -578,27 +600,39 @@ fn build_patch(
         };
         let mut env = base_env.clone();
         if let Some(region) = settings.region() {
-            env.push(env_value("AWS_REGION", region));
+            env.push(EnvVar::Value {
+                name: "AWS_REGION",
+                value: region,
+            });
         }
-        for e in first.env.iter().flatten() {
+        for e in first.env() {
             let name = e.name.as_str();
-            let taken = env.iter().any(|v| v["name"] == name);
+            let taken = env.iter().any(|v| v.name() == Some(name));
             if AWS_CREDENTIAL_VARS.contains(&name) && !taken {
-                if let Ok(v) = serde_json::to_value(e) {
-                    env.push(v);
-                }
+                env.push(EnvVar::Copied {
+                    name,
+                    value: e.value.as_deref(),
+                    value_from: e.value_from.map(|v| v.get()),
+                });
             }
         }
-        let mut mounts = vec![json!({"name": VOLUME_SECRETS, "mountPath": a.files_path})];
-        let has_volume = |name: &str| spec.volumes.iter().flatten().any(|v| v.name == name);
-        for m in first.volume_mounts.iter().flatten() {
+        let mut mounts = vec![Mount {
+            name: VOLUME_SECRETS,
+            mount_path: &a.files_path,
+            ..Mount::default()
+        }];
+        let has_volume = |name: &str| spec.volumes.iter().flatten().any(|v| *v.name == *name);
+        for m in first.mounts() {
             if AWS_CREDENTIAL_MOUNTS.contains(&m.name.as_str()) && has_volume(&m.name) {
-                if let Ok(mut v) = serde_json::to_value(m) {
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("readOnly".into(), json!(true));
-                    }
-                    mounts.push(v);
-                }
+                mounts.push(Mount {
+                    name: &m.name,
+                    mount_path: &m.mount_path,
+                    read_only: true,
+                    sub_path: m.sub_path.as_deref(),
+                    sub_path_expr: m.sub_path_expr.as_deref(),
+                    mount_propagation: m.mount_propagation.as_deref(),
+                    recursive_read_only: m.recursive_read_only.as_deref(),
+                });
             }
         }
         let format = a.files_format.as_str();
@@ -607,20 +641,17 @@ fn build_patch(
             None => agent_container(
                 settings,
                 CONTAINER_INIT,
-                [AGENT_IN_IMAGE, "init", "--dir", dir, "--format", format]
-                    .map(String::from)
-                    .to_vec(),
+                vec![AGENT_IN_IMAGE, "init", "--dir", dir, "--format", format],
                 Some(env),
                 mounts,
                 uid,
                 gid,
             ),
-            Some(refresh) => {
-                let every = humantime::format_duration(refresh).to_string();
+            Some(_) => {
                 let mut c = agent_container(
                     settings,
                     CONTAINER_SIDECAR,
-                    [
+                    vec![
                         AGENT_IN_IMAGE,
                         "sidecar",
                         "--dir",
@@ -629,126 +660,89 @@ fn build_patch(
                         &every,
                         "--format",
                         format,
-                    ]
-                    .map(String::from)
-                    .to_vec(),
+                    ],
                     Some(env),
                     mounts,
                     uid,
                     gid,
                 );
-                c.insert("restartPolicy".into(), json!("Always"));
-                let threshold = 120u64.max(settings.timeout().as_secs() + 10);
-                c.insert(
-                    "startupProbe".into(),
-                    json!({
-                        "exec": {"command": [AGENT_IN_IMAGE, "ready", "--dir", dir]},
-                        "periodSeconds": 1,
-                        "failureThreshold": threshold,
-                    }),
-                );
+                c.restart_policy = Some("Always");
+                c.startup_probe = Some(Probe {
+                    command: vec![AGENT_IN_IMAGE, "ready", "--dir", dir],
+                    failure_threshold: 120u64.max(settings.timeout().as_secs() + 10),
+                });
                 c
             }
         };
-        inits.push(Value::Object(c));
+        inits.push(c);
     }
     if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        for (i, c) in inits.into_iter().enumerate() {
-            add(
-                &mut ops,
-                ptr([
-                    Token::new("spec"),
-                    Token::new("initContainers"),
-                    Token::from(i),
-                ]),
-                c,
-            );
+        for (i, c) in inits.iter().enumerate() {
+            w.op("add", format_args!("/spec/initContainers/{i}"), |j| {
+                c.write(j)
+            });
         }
     } else {
-        add(
-            &mut ops,
-            ptr([Token::new("spec"), Token::new("initContainers")]),
-            Value::Array(inits),
-        );
+        w.op("add", format_args!("/spec/initContainers"), |j| {
+            j.array(&inits, |j, c| c.write(j));
+        });
     }
 
     // Target containers.
     for &i in targets {
         let c = &spec.containers[i];
-        let at = |field: &'static str| {
-            ptr([
-                Token::new("spec"),
-                Token::new("containers"),
-                Token::from(i),
-                Token::new(field),
-            ])
-        };
         if a.delivery.env() {
-            let original: &[String] = match c.command.as_deref() {
-                Some(cmd) if !cmd.is_empty() => cmd,
-                _ => a.command.as_deref().unwrap_or_default(),
+            let original: Vec<&str> = match c.command.as_deref() {
+                Some(cmd) if !cmd.is_empty() => cmd.iter().map(|s| s.as_str()).collect(),
+                _ => a.command.iter().flatten().map(String::as_str).collect(),
             };
-            let mut command: Vec<Value> = Vec::with_capacity(original.len() + 3);
-            command.extend([json!(AGENT_INSTALLED), json!("exec"), json!("--")]);
-            command.extend(original.iter().map(|s| json!(s)));
-            let value = Value::Array(command);
-            if c.command.is_some() {
-                ops.push(PatchOperation::Replace(ReplaceOperation {
-                    path: at("command"),
-                    value,
-                }));
+            let op = if c.command.is_some() {
+                "replace"
             } else {
-                add(&mut ops, at("command"), value);
-            }
+                "add"
+            };
+            w.op(op, format_args!("/spec/containers/{i}/command"), |j| {
+                j.strs([AGENT_INSTALLED, "exec", "--"].into_iter().chain(original));
+            });
             let mut env = base_env.clone();
             if let Some(region) = settings.region() {
-                if !c.env.iter().flatten().any(|e| e.name == "AWS_REGION") {
-                    env.push(env_value("AWS_REGION", region));
+                if !c.env().iter().any(|e| *e.name == *"AWS_REGION") {
+                    env.push(EnvVar::Value {
+                        name: "AWS_REGION",
+                        value: region,
+                    });
                 }
             }
-            append_at(
-                &mut ops,
-                at("env"),
-                c.env.as_ref().is_some_and(|v| !v.is_empty()),
-                env,
+            w.append(
+                format_args!("/spec/containers/{i}/env"),
+                !c.env().is_empty(),
+                &env,
+                |j, e| e.write(j),
             );
         }
         let mut mounts = Vec::with_capacity(2);
         if a.delivery.env() {
-            mounts.push(json!({"name": VOLUME_BIN, "mountPath": BIN_DIR, "readOnly": true}));
+            mounts.push(Mount {
+                name: VOLUME_BIN,
+                mount_path: BIN_DIR,
+                read_only: true,
+                ..Mount::default()
+            });
         }
         if a.delivery.files() {
-            mounts.push(json!({
-                "name": VOLUME_SECRETS, "mountPath": a.files_path, "readOnly": true,
-            }));
+            mounts.push(Mount {
+                name: VOLUME_SECRETS,
+                mount_path: &a.files_path,
+                read_only: true,
+                ..Mount::default()
+            });
         }
-        append_at(
-            &mut ops,
-            at("volumeMounts"),
-            c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()),
-            mounts,
+        w.append(
+            format_args!("/spec/containers/{i}/volumeMounts"),
+            !c.mounts().is_empty(),
+            &mounts,
+            |j, m| m.write(j),
         );
     }
-    Patch(ops)
-}
-
-fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items: Vec<Value>) {
-    append_at(ops, ptr(path.iter().map(|s| Token::new(*s))), exists, items);
-}
-
-/// Appends `items` to the array at `path`: one `add .../-` each when it
-/// exists and is non-empty, else one `add` of the whole array.
-fn append_at(ops: &mut Vec<PatchOperation>, path: PointerBuf, exists: bool, items: Vec<Value>) {
-    if items.is_empty() {
-        return;
-    }
-    if exists {
-        let mut end = path;
-        end.push_back(Token::new("-"));
-        for item in items {
-            add(ops, end.clone(), item);
-        }
-    } else {
-        add(ops, path, Value::Array(items));
-    }
+    PatchJson(w.finish())
 }

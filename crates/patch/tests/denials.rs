@@ -3,10 +3,9 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
 use rstest::rstest;
 use serde_json::{json, Value};
-use sidekey_patch::{plan, Config, Decision, Denial, Request};
+use sidekey_patch::{plan, Config, Decision, Denial, PodView, Request};
 use support::{fixtures, INJECTOR_NS};
 
 const REMOVE: &str = "\u{0}remove";
@@ -30,9 +29,9 @@ environments:
 }
 
 fn decide(pod: &Value, namespace: &str, config: &Config) -> Decision {
-    let pod: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let text = serde_json::to_string(pod).unwrap();
     plan(
-        &pod,
+        &PodView::from_json(&text).unwrap(),
         &Request {
             namespace,
             user: Some("system:serviceaccount:kube-system:replicaset-controller"),
@@ -279,7 +278,7 @@ fn root_app_user_never_makes_a_root_agent() {
     let Decision::Inject(plan) = decide(&pod, "shop", &config()) else {
         panic!("expected inject")
     };
-    let patch = serde_json::to_value(&plan.patch).unwrap();
+    let patch: Value = serde_json::from_str(plan.patch.as_str()).unwrap();
     let inits = patch
         .as_array()
         .unwrap()

@@ -10,9 +10,8 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use sidekey_patch::{apply, plan, Decision};
+use sidekey_patch::{apply, plan, Decision, PodView};
 use support::{kubernetes_validate, load_cases, python_apply, semantic_problems, Case};
 
 const REQUIRED: [&str; 9] = [
@@ -45,8 +44,11 @@ fn read_json(path: &std::path::Path) -> Value {
 
 /// (patch or null, warnings) of a case.
 fn outcome(case: &Case) -> (Value, Value) {
-    match plan(&case.pod, &case.request(), &case.config) {
-        Decision::Inject(p) => (serde_json::to_value(&p.patch).unwrap(), json!(p.warnings)),
+    match plan(&case.pod(), &case.request(), &case.config) {
+        Decision::Inject(p) => (
+            serde_json::from_str(p.patch.as_str()).unwrap(),
+            json!(p.warnings),
+        ),
         Decision::Skip { .. } => (Value::Null, json!([])),
         Decision::Deny(d) => panic!("{}: denied: {d:?}", case.name),
     }
@@ -98,11 +100,11 @@ fn patched_pods_are_valid_and_idempotent() {
     let mut inputs = Vec::new();
     let mut planned = Vec::new();
     for case in &cases {
-        match plan(&case.pod, &case.request(), &case.config) {
+        match plan(&case.pod(), &case.request(), &case.config) {
             Decision::Inject(p) => {
                 inputs.push((
                     case.pod_json.clone(),
-                    serde_json::to_value(&p.patch).unwrap(),
+                    serde_json::from_str(p.patch.as_str()).unwrap(),
                 ));
                 planned.push((case, p));
             }
@@ -114,7 +116,7 @@ fn patched_pods_are_valid_and_idempotent() {
     let patched = python_apply("golden", &inputs);
     let mut to_validate = Vec::new();
     for ((case, p), by_python) in planned.iter().zip(&patched) {
-        let by_rust = apply(&case.pod_json, &p.patch).unwrap();
+        let by_rust = apply(&case.pod_json, &p.patch.operations().unwrap()).unwrap();
         assert_eq!(
             &by_rust, by_python,
             "{}: Rust and Python jsonpatch disagree",
@@ -128,8 +130,12 @@ fn patched_pods_are_valid_and_idempotent() {
             case.name
         );
         // A second review of the patched pod changes nothing.
-        let again: Pod = serde_json::from_value(by_python.clone()).unwrap();
-        match plan(&again, &case.request(), &case.config) {
+        let again = serde_json::to_string(by_python).unwrap();
+        match plan(
+            &PodView::from_json(&again).unwrap(),
+            &case.request(),
+            &case.config,
+        ) {
             Decision::Skip { reason } => assert!(reason.contains("already injected"), "{reason}"),
             other => panic!("{}: second review gave {other:?}", case.name),
         }

@@ -3,9 +3,8 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use sidekey_patch::{plan, Decision, Request};
+use sidekey_patch::{plan, Decision, PodView, Request};
 use support::load_cases;
 
 const MARKER: &str = "marker-9f8e7d";
@@ -36,7 +35,7 @@ fn everything(d: &Decision) -> String {
     let mut out = format!("{d:?}");
     match d {
         Decision::Inject(p) => {
-            out.push_str(&serde_json::to_string(&p.patch).unwrap());
+            out.push_str(p.patch.as_str());
             out.push_str(&p.warnings.join("\n"));
         }
         Decision::Deny(ds) => {
@@ -50,9 +49,9 @@ fn everything(d: &Decision) -> String {
 }
 
 fn check(pod: &Value, namespace: &str, config: &sidekey_patch::Config) -> Decision {
-    let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let text = serde_json::to_string(pod).unwrap();
     let d = plan(
-        &typed,
+        &PodView::from_json(&text).unwrap(),
         &Request {
             namespace,
             user: None,

@@ -108,7 +108,7 @@ pub async fn mutate(injector: &Injector, review: &Value) -> Answer {
 }
 
 /// The patch of an answer, decoded from base64, as a `json_patch::Patch`.
-pub fn patch_of(response: &Value) -> Option<json_patch::Patch> {
+pub fn patch_of(response: &Value) -> Option<sidekey_patch::json_patch::Patch> {
     use base64::Engine as _;
     let text = response
         .get("patch")?

@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use sidekey_patch::{Config, Request};
+use sidekey_patch::{Config, PodView, Request};
 
 /// The injector namespace the tests use.
 pub const INJECTOR_NS: &str = "sidekey-system";
@@ -28,13 +27,20 @@ pub struct Case {
     pub dir: PathBuf,
     pub review: Value,
     pub pod_json: Value,
-    pub pod: Pod,
+    /// The pod's JSON text, as the planner reads it.
+    pub pod_text: String,
     pub namespace: String,
     pub user: Option<String>,
     pub config: Config,
 }
 
 impl Case {
+    /// The pod as the planner reads it.
+    pub fn pod(&self) -> PodView<'_> {
+        PodView::from_json(&self.pod_text)
+            .unwrap_or_else(|e| panic!("{}: pod does not parse: {e}", self.name))
+    }
+
     pub fn request(&self) -> Request<'_> {
         Request {
             namespace: &self.namespace,
@@ -51,8 +57,7 @@ pub fn load_case(dir: &Path) -> Case {
     assert_eq!(review["apiVersion"], "admission.k8s.io/v1", "{name}");
     let req = &review["request"];
     let pod_json = req["object"].clone();
-    let pod: Pod = serde_json::from_value(pod_json.clone())
-        .unwrap_or_else(|e| panic!("{name}: pod does not parse: {e}"));
+    let pod_text = serde_json::to_string(&pod_json).unwrap();
     let namespace = req["namespace"].as_str().unwrap().to_owned();
     let user = req["userInfo"]["username"].as_str().map(str::to_owned);
     let config = match std::fs::read_to_string(dir.join("config.yaml")) {
@@ -68,7 +73,7 @@ pub fn load_case(dir: &Path) -> Case {
         dir: dir.to_owned(),
         review,
         pod_json,
-        pod,
+        pod_text,
         namespace,
         user,
         config,

@@ -1,0 +1,453 @@
+//! The parts of a pod the planner reads, borrowed from the pod's JSON text.
+//!
+//! The API server has validated the pod before it calls a webhook, so the
+//! planner does not need a typed copy of all of it: [`PodView`] reads the
+//! names, annotations, commands, env names, mounts and user ids that a
+//! decision depends on, borrows every string it can from the input, and
+//! skips everything else without building it. Parsing a typical pod this
+//! way costs a fraction of a full `k8s_openapi` parse (the benchmark in
+//! `benches/plan.rs` prints both).
+//!
+//! A parse error ([`PodError`]) says where and what kind of error it is,
+//! never which value: serde's own messages can quote input, and env values
+//! in a pod spec may be secrets.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::annotations::{is_injected, wants_injection};
+
+/// A string from the input: borrowed when it has no escapes, owned when it
+/// had to be unescaped.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// A pod's annotations.
+pub type AnnotationMap<'a> = BTreeMap<Text<'a>, Text<'a>>;
+
+/// The parts of a Pod the planner reads.
+///
+/// The spec is read only for a pod that opts in and is not injected yet:
+/// the planner skips every other pod on its annotations alone, so a pod
+/// that is not sidekey's business is never refused over its spec.
+#[derive(Debug, Default)]
+pub struct PodView<'a> {
+    /// `metadata` (absent or null: empty).
+    pub metadata: MetaView<'a>,
+    /// `spec`, when the pod is to be planned and has one.
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// A pod as first read: the metadata, and the spec as text.
+#[derive(Deserialize)]
+struct PodIn<'a> {
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    metadata: MetaView<'a>,
+    #[serde(borrow, default)]
+    spec: Option<&'a RawValue>,
+}
+
+/// `metadata`: names and annotations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaView<'a> {
+    /// `metadata.name`.
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+    /// `metadata.generateName`.
+    #[serde(borrow, default)]
+    pub generate_name: Option<Text<'a>>,
+    /// `metadata.namespace`.
+    #[serde(borrow, default)]
+    pub namespace: Option<Text<'a>>,
+    /// `metadata.annotations`.
+    #[serde(borrow, default)]
+    pub annotations: Option<AnnotationMap<'a>>,
+}
+
+/// `spec`: containers, volumes and the pod's security context.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecView<'a> {
+    /// `spec.containers` (app containers).
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub containers: Vec<ContainerView<'a>>,
+    /// `spec.initContainers`, names only.
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<Named<'a>>>,
+    /// `spec.ephemeralContainers`, names only.
+    #[serde(borrow, default)]
+    pub ephemeral_containers: Option<Vec<Named<'a>>>,
+    /// `spec.volumes`, names only.
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<Named<'a>>>,
+    /// `spec.securityContext`.
+    #[serde(default)]
+    pub security_context: Option<PodSecurityView>,
+}
+
+/// Anything with a `name`: a volume, an init or ephemeral container.
+#[derive(Debug, Default, Deserialize)]
+pub struct Named<'a> {
+    /// `name`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+}
+
+/// An app container.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView<'a> {
+    /// `name`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    /// `command`.
+    #[serde(borrow, default)]
+    pub command: Option<Vec<Text<'a>>>,
+    /// `env`.
+    #[serde(borrow, default)]
+    pub env: Option<Vec<EnvVarView<'a>>>,
+    /// `volumeMounts`.
+    #[serde(borrow, default)]
+    pub volume_mounts: Option<Vec<MountView<'a>>>,
+    /// `securityContext`.
+    #[serde(default)]
+    pub security_context: Option<SecurityView>,
+}
+
+impl ContainerView<'_> {
+    /// Whether the spec gives no command (absent or empty).
+    pub fn has_no_command(&self) -> bool {
+        self.command.as_ref().is_none_or(Vec::is_empty)
+    }
+
+    /// The env entries (none when absent).
+    pub fn env(&self) -> &[EnvVarView<'_>] {
+        self.env.as_deref().unwrap_or_default()
+    }
+
+    /// The volume mounts (none when absent).
+    pub fn mounts(&self) -> &[MountView<'_>] {
+        self.volume_mounts.as_deref().unwrap_or_default()
+    }
+}
+
+/// One `env` entry. The planner reads the names; only the entries it
+/// copies into the agent's own containers (AWS credential settings) are
+/// written back, as they were.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarView<'a> {
+    /// `name`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    /// `value`.
+    #[serde(borrow, default)]
+    pub value: Option<Text<'a>>,
+    /// `valueFrom`, as its JSON text.
+    #[serde(borrow, default)]
+    pub value_from: Option<&'a RawValue>,
+}
+
+/// One `volumeMounts` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountView<'a> {
+    /// `name`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    /// `mountPath`.
+    #[serde(borrow)]
+    pub mount_path: Text<'a>,
+    /// `subPath`.
+    #[serde(borrow, default)]
+    pub sub_path: Option<Text<'a>>,
+    /// `subPathExpr`.
+    #[serde(borrow, default)]
+    pub sub_path_expr: Option<Text<'a>>,
+    /// `mountPropagation`.
+    #[serde(borrow, default)]
+    pub mount_propagation: Option<Text<'a>>,
+    /// `recursiveReadOnly`.
+    #[serde(borrow, default)]
+    pub recursive_read_only: Option<Text<'a>>,
+}
+
+/// A container's `securityContext`: who it runs as.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityView {
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`.
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+}
+
+/// The pod's `securityContext`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityView {
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`.
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// `fsGroup`.
+    #[serde(default)]
+    pub fs_group: Option<i64>,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A pod that cannot be read: where, and what kind of problem, never the
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PodError(String);
+
+impl PodError {
+    /// What a serde_json error says, without any part of the input.
+    pub fn from_json(e: &serde_json::Error) -> PodError {
+        PodError(describe_json_error(e))
+    }
+}
+
+impl<'a> PodView<'a> {
+    /// Reads a pod from its JSON text, borrowing from it; the spec only
+    /// when the annotations opt in and the marker is absent.
+    pub fn from_json(text: &'a str) -> Result<PodView<'a>, PodError> {
+        let pod: PodIn<'a> = serde_json::from_str(text).map_err(|e| PodError::from_json(&e))?;
+        let mut view = PodView {
+            metadata: pod.metadata,
+            spec: None,
+        };
+        let planned = {
+            let ann = view.annotations();
+            wants_injection(ann) && !is_injected(ann)
+        };
+        if let (true, Some(spec)) = (planned, pod.spec) {
+            let spec = serde_json::from_str(spec.get())
+                .map_err(|e| PodError(format!("spec: {}", describe_json_error(&e))))?;
+            view.spec = Some(spec);
+        }
+        Ok(view)
+    }
+
+    /// The annotations (empty when absent).
+    pub fn annotations(&self) -> &AnnotationMap<'a> {
+        static EMPTY: AnnotationMap<'static> = BTreeMap::new();
+        self.metadata.annotations.as_ref().unwrap_or(&EMPTY)
+    }
+
+    /// `metadata.name`, else `metadata.generateName`, when not empty.
+    pub fn name(&self) -> Option<&str> {
+        self.metadata
+            .name
+            .as_deref()
+            .or(self.metadata.generate_name.as_deref())
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// What a serde_json error says, without any part of the input: the kind of
+/// error and its position. A missing field is named (the name comes from
+/// the schema, not from the input).
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Syntax => format!("invalid JSON at {at}"),
+        Category::Eof => "the JSON ends early".to_owned(),
+        Category::Io => "cannot read the input".to_owned(),
+        Category::Data => {
+            let message = e.to_string();
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .filter(|name| {
+                    name.len() <= 64
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            match missing {
+                Some(name) => format!("missing field `{name}` at {at}"),
+                None => format!("a field has the wrong type or value at {at}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let text = r#"{"metadata":{"name":"web","generateName":"w\u0065b-",
+            "annotations":{"sidekey.io/inject":"true","sidekey.io/services":"api"}},
+            "spec":{"containers":[{"name":"app","command":["/app"],
+            "env":[{"name":"A","value":"1"},{"name":"B","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}],
+            "volumeMounts":[{"name":"v","mountPath":"/v","readOnly":true}],
+            "securityContext":{"runAsUser":1000}}],
+            "volumes":[{"name":"v","emptyDir":{}}],
+            "securityContext":{"fsGroup":2000}}}"#;
+        let pod = PodView::from_json(text).unwrap();
+        assert!(matches!(
+            pod.metadata.name.as_ref().unwrap().0,
+            Cow::Borrowed("web")
+        ));
+        assert!(matches!(
+            pod.metadata.generate_name.as_ref().unwrap().0,
+            Cow::Owned(ref s) if s == "web-"
+        ));
+        assert_eq!(
+            pod.annotations().get("sidekey.io/inject").unwrap().as_str(),
+            "true"
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.env()[1].value_from.unwrap().get(),
+            r#"{"fieldRef":{"fieldPath":"metadata.name"}}"#
+        );
+        assert_eq!(c.mounts()[0].mount_path.as_str(), "/v");
+        assert_eq!(c.security_context.unwrap().run_as_user, Some(1000));
+        assert_eq!(spec.security_context.unwrap().fs_group, Some(2000));
+        assert_eq!(spec.volumes.as_ref().unwrap()[0].name.as_str(), "v");
+    }
+
+    const OPTED_IN: &str = r#""metadata":{"annotations":{"sidekey.io/inject":"true"}}"#;
+
+    #[test]
+    fn nulls_and_absences_read_as_empty() {
+        let text = format!(r#"{{{OPTED_IN},"spec":{{"containers":null}}}}"#);
+        assert!(PodView::from_json(&text)
+            .unwrap()
+            .spec
+            .unwrap()
+            .containers
+            .is_empty());
+        let pod = PodView::from_json(r#"{"metadata":null,"spec":null}"#).unwrap();
+        assert!(pod.annotations().is_empty());
+        assert!(pod.spec.is_none());
+        assert!(PodView::from_json("{}").unwrap().spec.is_none());
+    }
+
+    #[test]
+    fn the_spec_is_read_only_for_pods_to_plan() {
+        let broken = r#""spec":{"containers":"not a list"}"#;
+        for metadata in [
+            r#""metadata":{}"#,
+            r#""metadata":{"annotations":{"sidekey.io/inject":"false"}}"#,
+            r#""metadata":{"annotations":{"sidekey.io/inject":"true","sidekey.io/injected":"true"}}"#,
+        ] {
+            let text = format!("{{{metadata},{broken}}}");
+            let pod = PodView::from_json(&text).unwrap();
+            assert!(pod.spec.is_none(), "{metadata}");
+        }
+        let e = PodView::from_json(&format!("{{{OPTED_IN},{broken}}}")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("spec: a field has the wrong type or value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_never_quote_the_input() {
+        const SECRET: &str = "hunter2-secret";
+        for text in [
+            format!(
+                r#"{{{OPTED_IN},"spec":{{"containers":[{{"name":"a","env":[{{"name":"X","value":{SECRET}}}]}}]}}}}"#
+            ),
+            format!(r#"{{{OPTED_IN},"spec":{{"securityContext":{{"runAsUser":"{SECRET}"}}}}}}"#),
+            format!(r#"{{"metadata":{{"annotations":{{"a":["{SECRET}"]}}}}}}"#),
+            format!(r#"{{{OPTED_IN},"spec":{{"containers":[{{"name":"{SECRET}"#),
+        ] {
+            let e = PodView::from_json(&text).unwrap_err();
+            assert!(!e.to_string().contains(SECRET), "{e}");
+        }
+        let text = format!(r#"{{{OPTED_IN},"spec":{{"containers":[{{"command":[]}}]}}}}"#);
+        let e = PodView::from_json(&text).unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec: missing field `name`"),
+            "{e}"
+        );
+    }
+}
