@@ -80,20 +80,27 @@ pub struct Summary {
     pub reason: String,
 }
 
+/// The envelope, with the object read as `O`: a [`PodView`] in one pass
+/// over the body, or (when that fails) the object's JSON text, to answer
+/// with what is wrong with it.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Option<Text<'a>>,
     #[serde(borrow, default)]
     kind: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(borrow, default = "none")]
+    request: Option<RequestIn<'a, O>>,
+}
+
+fn none<T>() -> Option<T> {
+    None
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(borrow)]
     uid: Text<'a>,
     #[serde(borrow)]
@@ -108,8 +115,8 @@ struct RequestIn<'a> {
     operation: Text<'a>,
     #[serde(borrow, default)]
     user_info: Option<UserIn<'a>>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
@@ -132,14 +139,50 @@ struct UserIn<'a> {
 
 /// Reviews one body against `config`.
 pub fn review(body: &[u8], config: &Config) -> Reviewed {
-    let envelope: ReviewIn<'_> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return bad_request(format!(
-                "the body is not an AdmissionReview: {}",
-                describe_json_error(&e)
-            ))
-        }
+    // JSON text is UTF-8: checked once here, so the parser need not check
+    // each string it borrows.
+    let Ok(body) = std::str::from_utf8(body) else {
+        return bad_request("the body is not an AdmissionReview: it is not UTF-8 text".to_owned());
+    };
+    // One pass: the object read as a pod (any kind's metadata reads this
+    // way; only an opted-in object's spec is read). When that fails, the
+    // body is read again with the object as text, to tell a broken
+    // envelope (HTTP 400) from a broken object (an invalid answer with
+    // its uid).
+    let (envelope, object_error) = match serde_json::from_str::<ReviewIn<'_, PodView<'_>>>(body) {
+        Ok(r) => (r, None),
+        Err(_) => match serde_json::from_str::<ReviewIn<'_, &RawValue>>(body) {
+            Ok(r) => {
+                let error = r
+                    .request
+                    .as_ref()
+                    .and_then(|q| q.object)
+                    .and_then(|o| PodView::from_json(o.get()).err());
+                let request = r.request.map(|q| RequestIn {
+                    object: None,
+                    uid: q.uid,
+                    kind: q.kind,
+                    sub_resource: q.sub_resource,
+                    name: q.name,
+                    namespace: q.namespace,
+                    operation: q.operation,
+                    user_info: q.user_info,
+                    dry_run: q.dry_run,
+                });
+                let envelope = ReviewIn {
+                    api_version: r.api_version,
+                    kind: r.kind,
+                    request,
+                };
+                (envelope, error)
+            }
+            Err(e) => {
+                return bad_request(format!(
+                    "the body is not an AdmissionReview: {}",
+                    describe_json_error(&e)
+                ))
+            }
+        },
     };
     if envelope.kind.as_deref() != Some(KIND)
         || envelope.api_version.as_deref() != Some(API_VERSION)
@@ -151,10 +194,16 @@ pub fn review(body: &[u8], config: &Config) -> Reviewed {
     let Some(request) = envelope.request else {
         return bad_request("the AdmissionReview has no request".to_owned());
     };
-    review_request(&request, config)
+    review_request(request, object_error, config)
 }
 
-fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
+/// `object_error`: why the object could not be read as a pod, when it
+/// could not (then `req.object` is `None`).
+fn review_request(
+    req: RequestIn<'_, PodView<'_>>,
+    object_error: Option<sidekey_patch::PodError>,
+    config: &Config,
+) -> Reviewed {
     let mut summary = Summary {
         uid: Some(req.uid.to_string()),
         namespace: req.namespace.as_deref().map(str::to_owned),
@@ -211,20 +260,17 @@ fn review_request(req: &RequestIn<'_>, config: &Config) -> Reviewed {
         );
         return skipped(&req.uid, summary, event);
     }
-    let Some(raw) = req.object else {
+    if let Some(e) = object_error {
+        let message = format!("the object is not a valid Pod: {e}");
+        return invalid(&req.uid, summary, event, message);
+    }
+    let Some(pod) = req.object else {
         return invalid(
             &req.uid,
             summary,
             event,
             "the request has no object".to_owned(),
         );
-    };
-    let pod = match PodView::from_json(raw.get()) {
-        Ok(p) => p,
-        Err(e) => {
-            let message = format!("the object is not a valid Pod: {e}");
-            return invalid(&req.uid, summary, event, message);
-        }
     };
     if summary.name.is_none() {
         summary.name = pod.name().map(str::to_owned);
@@ -522,9 +568,11 @@ mod tests {
             d.starts_with("a field has the wrong type or value at line 1 column"),
             "{d}"
         );
-        let e = serde_json::from_str::<ReviewIn<'_>>(r#"{"request": {"operation": "CREATE"}}"#)
-            .err()
-            .unwrap();
+        let e = serde_json::from_str::<ReviewIn<'_, &RawValue>>(
+            r#"{"request": {"operation": "CREATE"}}"#,
+        )
+        .err()
+        .unwrap();
         assert!(describe_json_error(&e).starts_with("missing field `uid`"));
     }
 

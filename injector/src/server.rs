@@ -184,9 +184,12 @@ async fn connection(
             return;
         }
     };
+    // The review's future is boxed: hyper spawns a task per HTTP/2 stream,
+    // and a task is created by moving its future, so a small one (a
+    // pointer) is cheaper to spawn than the whole review's state.
     let service = service_fn(move |req| {
         let injector = injector.clone();
-        async move { Ok::<_, Infallible>(injector.handle(req).await) }
+        async move { Ok::<_, Infallible>(Box::pin(injector.handle(req)).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(tls), service)

@@ -250,6 +250,16 @@ async fn other_kinds_and_operations_are_allowed_untouched() {
     binding["request"]["subResource"] = json!("binding");
     let mut ephemeral = injectable("u-ephemeral");
     ephemeral["request"]["subResource"] = json!("ephemeralcontainers");
+    // Another kind that carries the opt-in on its own metadata and whose
+    // spec cannot be read as a pod's (the one-pass read fails and the
+    // second read finds it is not a pod).
+    let mut custom = injectable("u-custom");
+    custom["request"]["kind"] = json!({"group": "example.io", "version": "v1", "kind": "Widget"});
+    custom["request"]["object"] = json!({
+        "apiVersion": "example.io/v1", "kind": "Widget",
+        "metadata": {"name": "w", "annotations": opted_in("api")},
+        "spec": {"containers": "three", "volumes": 7}
+    });
 
     for (review, uid) in [
         (&deployment, "u-deploy"),
@@ -257,13 +267,14 @@ async fn other_kinds_and_operations_are_allowed_untouched() {
         (&delete, "u-delete"),
         (&binding, "u-binding"),
         (&ephemeral, "u-ephemeral"),
+        (&custom, "u-custom"),
     ] {
         let resp = mutate(&inj, review).await.response();
         assert_eq!(resp["uid"], uid);
         assert_eq!(resp["allowed"], true, "{uid}");
         assert!(resp.get("patch").is_none(), "{uid}");
     }
-    assert_eq!(inj.metrics().reviews(ReviewOutcome::Skipped), 5);
+    assert_eq!(inj.metrics().reviews(ReviewOutcome::Skipped), 6);
 }
 
 #[tokio::test]

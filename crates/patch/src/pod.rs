@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 
-use serde::de::{Deserializer, Visitor};
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -104,13 +104,53 @@ pub struct PodView<'a> {
     pub spec: Option<SpecView<'a>>,
 }
 
-/// A pod as first read: the metadata, and the spec as text.
-#[derive(Deserialize)]
-struct PodIn<'a> {
-    #[serde(borrow, default, deserialize_with = "null_as_default")]
-    metadata: MetaView<'a>,
-    #[serde(borrow, default)]
-    spec: Option<&'a RawValue>,
+/// One pass over the pod's JSON: `metadata` is read; `spec` is read when
+/// the metadata (which the API server writes first) opts in and is not
+/// injected, skipped when it does not, and kept as text to decide at the
+/// end when it comes before the metadata. Every other member is skipped.
+impl<'de: 'a, 'a> Deserialize<'de> for PodView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PodVisitor;
+        impl<'de> Visitor<'de> for PodVisitor {
+            type Value = PodView<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Pod object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<PodView<'de>, M::Error> {
+                let mut metadata: Option<MetaView<'de>> = None;
+                let mut spec = None;
+                let mut early_spec: Option<&'de RawValue> = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.as_str() {
+                        "metadata" if metadata.is_none() => {
+                            metadata = Some(
+                                map.next_value::<Option<MetaView<'de>>>()?
+                                    .unwrap_or_default(),
+                            );
+                        }
+                        "spec" => match &metadata {
+                            Some(m) if m.is_planned() => spec = map.next_value()?,
+                            Some(_) => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                            None => early_spec = map.next_value()?,
+                        },
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let metadata = metadata.unwrap_or_default();
+                if let (Some(raw), true) = (early_spec, metadata.is_planned()) {
+                    spec = serde_json::from_str(raw.get()).map_err(|e| {
+                        M::Error::custom(format_args!("spec: {}", describe_json_error(&e)))
+                    })?;
+                }
+                Ok(PodView { metadata, spec })
+            }
+        }
+        d.deserialize_map(PodVisitor)
+    }
 }
 
 /// `metadata`: names and annotations.
@@ -129,6 +169,16 @@ pub struct MetaView<'a> {
     /// `metadata.annotations`.
     #[serde(borrow, default)]
     pub annotations: Option<AnnotationMap<'a>>,
+}
+
+impl MetaView<'_> {
+    /// Whether the planner reads this pod's spec: it opts in and is not
+    /// injected yet.
+    fn is_planned(&self) -> bool {
+        self.annotations
+            .as_ref()
+            .is_some_and(|a| wants_injection(a) && !is_injected(a))
+    }
 }
 
 /// `spec`: containers, volumes and the pod's security context.
@@ -291,21 +341,7 @@ impl<'a> PodView<'a> {
     /// Reads a pod from its JSON text, borrowing from it; the spec only
     /// when the annotations opt in and the marker is absent.
     pub fn from_json(text: &'a str) -> Result<PodView<'a>, PodError> {
-        let pod: PodIn<'a> = serde_json::from_str(text).map_err(|e| PodError::from_json(&e))?;
-        let mut view = PodView {
-            metadata: pod.metadata,
-            spec: None,
-        };
-        let planned = {
-            let ann = view.annotations();
-            wants_injection(ann) && !is_injected(ann)
-        };
-        if let (true, Some(spec)) = (planned, pod.spec) {
-            let spec = serde_json::from_str(spec.get())
-                .map_err(|e| PodError(format!("spec: {}", describe_json_error(&e))))?;
-            view.spec = Some(spec);
-        }
-        Ok(view)
+        serde_json::from_str(text).map_err(|e| PodError::from_json(&e))
     }
 
     /// The annotations (empty when absent).
@@ -424,7 +460,7 @@ mod tests {
         let e = PodView::from_json(&format!("{{{OPTED_IN},{broken}}}")).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("spec: a field has the wrong type or value"),
+                .starts_with("a field has the wrong type or value at line 1 column"),
             "{e}"
         );
     }
@@ -445,9 +481,16 @@ mod tests {
         }
         let text = format!(r#"{{{OPTED_IN},"spec":{{"containers":[{{"command":[]}}]}}}}"#);
         let e = PodView::from_json(&text).unwrap_err();
-        assert!(
-            e.to_string().starts_with("spec: missing field `name`"),
-            "{e}"
+        assert!(e.to_string().starts_with("missing field `name`"), "{e}");
+        // A spec before the metadata is kept as text and read at the end.
+        let text = format!(r#"{{"spec":{{"containers":[{{"name":"app"}}]}},{OPTED_IN}}}"#);
+        assert_eq!(
+            PodView::from_json(&text).unwrap().spec.unwrap().containers[0]
+                .name
+                .as_str(),
+            "app"
         );
+        let text = r#"{"spec":{"containers":[{"name":"app"}]},"metadata":{}}"#;
+        assert!(PodView::from_json(text).unwrap().spec.is_none());
     }
 }
