@@ -251,7 +251,10 @@ impl ContainerView<'_> {
 /// One `env` entry. The planner reads the names; only the entries it
 /// copies into the agent's own containers (AWS credential settings) are
 /// written back, as they were.
-#[derive(Debug, Default, Deserialize)]
+///
+/// Its `Debug` shows the name only: an env value in a pod spec may be a
+/// secret.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVarView<'a> {
     /// `name`.
@@ -263,6 +266,16 @@ pub struct EnvVarView<'a> {
     /// `valueFrom`, as its JSON text.
     #[serde(borrow, default)]
     pub value_from: Option<&'a RawValue>,
+}
+
+impl fmt::Debug for EnvVarView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvVarView")
+            .field("name", &self.name.as_str())
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("value_from", &self.value_from.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// One `volumeMounts` entry.
@@ -429,6 +442,18 @@ mod tests {
     }
 
     const OPTED_IN: &str = r#""metadata":{"annotations":{"sidekey.io/inject":"true"}}"#;
+
+    #[test]
+    fn debug_output_never_shows_env_values() {
+        let text = format!(
+            r#"{{{OPTED_IN},"spec":{{"containers":[{{"name":"app","env":[
+            {{"name":"DB_PASSWORD","value":"hunter2-secret"}},
+            {{"name":"TOKEN","valueFrom":{{"secretKeyRef":{{"name":"hunter2-secret","key":"k"}}}}}}]}}]}}}}"#
+        );
+        let shown = format!("{:?}", PodView::from_json(&text).unwrap());
+        assert!(shown.contains("DB_PASSWORD"), "{shown}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+    }
 
     #[test]
     fn nulls_and_absences_read_as_empty() {
