@@ -27,7 +27,6 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use base64::Engine as _;
 use hyper::StatusCode;
 use kube_core::admission::AdmissionResponse;
 use kube_core::response::StatusSummary;
@@ -518,7 +517,7 @@ pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error
     }
     if let Some(patch) = &response.patch {
         out.push_str(",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        base64::engine::general_purpose::STANDARD.encode_string(patch, &mut out);
+        base64_simd::STANDARD.encode_append(patch, &mut out);
         out.push('"');
     }
     if !response.audit_annotations.is_empty() {
@@ -602,6 +601,7 @@ mod tests {
 
     #[test]
     fn answers_are_encoded_for_the_api_server() {
+        use base64::Engine as _;
         let allowed = encode(&allowed_response("u1")).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&allowed).unwrap();
         assert_eq!(
@@ -631,6 +631,18 @@ mod tests {
             serde_json::json!({"uid": "u3", "allowed": false,
                 "status": {"status": "Failure", "code": 403, "reason": "Forbidden", "message": "no"}})
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_patch_bytes_come_back_from_the_answer(patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            use base64::Engine as _;
+            let mut r = allowed_response("u");
+            r.patch = Some(patch.clone());
+            let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
+            let text = v["response"]["patch"].as_str().unwrap();
+            proptest::prop_assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), patch);
+        }
     }
 
     #[test]

@@ -202,7 +202,16 @@ impl Injector {
             }
             self.answer(&body, started)
         };
-        match tokio::time::timeout(limits.request_timeout, work).await {
+        // A review usually arrives whole with its headers (one HTTP/2 DATA
+        // frame), so it is answered at the first poll, without arming a
+        // timer; otherwise the deadline counts from the headers.
+        let mut work = std::pin::pin!(work);
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(r) = first {
+            return r;
+        }
+        let deadline = tokio::time::Instant::from_std(started + limits.request_timeout);
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(r) => r,
             Err(_) => self.refuse(
                 StatusCode::REQUEST_TIMEOUT,

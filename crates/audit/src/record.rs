@@ -1,11 +1,12 @@
 //! The audit record: its fields, their JSON shape and the line hash.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
+use sidekey_model::json::write_str;
 
 use crate::error::{describe_json_error, AuditError};
 
@@ -269,7 +270,9 @@ impl Record {
         })
     }
 
-    /// The record as one JSON line, without the newline.
+    /// The record as one JSON line, without the newline: the same bytes as
+    /// its `Serialize` output, written by hand (the injector writes one
+    /// per review).
     pub fn to_line(&self) -> Result<String, AuditError> {
         if let Some(name) = self
             .extra
@@ -278,7 +281,58 @@ impl Record {
         {
             return Err(AuditError::ReservedField(name.clone()));
         }
-        serde_json::to_string(self).map_err(AuditError::Serialize)
+        let mut out = String::with_capacity(512);
+        out.push_str("{\"ts\":");
+        write_str(&mut out, &self.ts);
+        let _ = write!(out, ",\"seq\":{},\"prev\":", self.seq);
+        write_str(&mut out, &self.prev);
+        out.push_str(",\"component\":\"");
+        out.push_str(self.component.as_str());
+        out.push_str("\",\"event\":");
+        write_str(&mut out, &self.event);
+        for (name, value) in [
+            ("environment", &self.environment),
+            ("namespace", &self.namespace),
+            ("pod", &self.pod),
+            ("actor", &self.actor),
+        ] {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            write_opt_str(&mut out, value.as_deref());
+        }
+        out.push_str(",\"secrets\":[");
+        for (i, secret) in self.secrets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"service\":");
+            write_str(&mut out, &secret.service);
+            out.push_str(",\"key\":");
+            write_str(&mut out, &secret.key);
+            if let Some(v) = secret.version {
+                let _ = write!(out, ",\"version\":{v}");
+            }
+            out.push('}');
+        }
+        out.push_str("],\"outcome\":\"");
+        out.push_str(self.outcome.as_str());
+        out.push_str("\",\"reason\":");
+        write_opt_str(&mut out, self.reason.as_deref());
+        match self.duration_ms {
+            Some(ms) => {
+                let _ = write!(out, ",\"duration_ms\":{ms}");
+            }
+            None => out.push_str(",\"duration_ms\":null"),
+        }
+        for (name, value) in &self.extra {
+            out.push(',');
+            write_str(&mut out, name);
+            out.push(':');
+            out.push_str(&serde_json::to_string(value).map_err(AuditError::Serialize)?);
+        }
+        out.push('}');
+        Ok(out)
     }
 
     /// Parses one line (a trailing newline is allowed). The error detail
@@ -295,6 +349,13 @@ impl Record {
 
 /// Latest time humantime can format: 9999-12-31T23:59:59.999Z.
 const MAX_SECS: u64 = 253_402_300_800;
+
+fn write_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.push_str("null"),
+    }
+}
 
 /// Formats `t` as RFC 3339 UTC with milliseconds.
 pub(crate) fn format_ts(t: SystemTime) -> Result<String, AuditError> {

@@ -2,7 +2,9 @@
 //! written stream verifies; any changed byte before the last line is found.
 
 use proptest::prelude::*;
-use sidekey_audit::{read_records, verify, ChainWriter, Component, Event, Outcome, SecretRef};
+use sidekey_audit::{
+    read_records, verify, ChainWriter, Component, Event, Outcome, Record, SecretRef,
+};
 
 fn arb_event() -> impl Strategy<Value = Event> {
     (
@@ -41,6 +43,67 @@ fn arb_event() -> impl Strategy<Value = Event> {
         )
 }
 
+/// Any characters, control characters included (`any::<String>()` leaves
+/// them out).
+fn text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(any::<char>(), 0..12).prop_map(String::from_iter)
+}
+
+/// Any strings in any field, extras of any JSON shape.
+fn arb_record() -> impl Strategy<Value = Record> {
+    let opt = || proptest::option::of(text());
+    let extra_value = prop_oneof![
+        text().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<bool>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+        proptest::collection::vec(text(), 0..3).prop_map(serde_json::Value::from),
+    ];
+    (
+        (text(), any::<u64>(), text(), text()),
+        (opt(), opt(), opt(), opt(), opt()),
+        proptest::collection::vec((text(), text(), proptest::option::of(any::<u64>())), 0..3),
+        proptest::option::of(any::<u64>()),
+        proptest::collection::btree_map("[a-z_]{1,8}|\\PC{0,6}", extra_value, 0..3),
+    )
+        .prop_filter_map(
+            "an extra field may not reuse a fixed name",
+            |(
+                (ts, seq, prev, event),
+                (environment, namespace, pod, actor, reason),
+                secrets,
+                duration_ms,
+                extra,
+            )| {
+                if extra
+                    .keys()
+                    .any(|k| sidekey_audit::RECORD_FIELDS.contains(&k.as_str()))
+                {
+                    return None;
+                }
+                Some(Record {
+                    ts,
+                    seq,
+                    prev,
+                    component: Component::Injector,
+                    event,
+                    environment,
+                    namespace,
+                    pod,
+                    actor,
+                    secrets: secrets
+                        .into_iter()
+                        .map(|(s, k, v)| SecretRef::new(s, k, v))
+                        .collect(),
+                    outcome: Outcome::Denied,
+                    reason,
+                    duration_ms,
+                    extra: extra.into_iter().collect(),
+                })
+            },
+        )
+}
+
 fn write_all(events: Vec<Event>) -> Vec<u8> {
     let mut w = ChainWriter::new(Component::Agent, Vec::new());
     for e in events {
@@ -69,6 +132,11 @@ proptest! {
         let bytes = write_all(events);
         prop_assert_eq!(verify(bytes.as_slice()).unwrap().records, n);
         prop_assert_eq!(read_records(bytes.as_slice()).unwrap().len() as u64, n);
+    }
+
+    #[test]
+    fn a_line_is_what_serde_writes(record in arb_record()) {
+        prop_assert_eq!(record.to_line().unwrap(), serde_json::to_string(&record).unwrap());
     }
 
     #[test]

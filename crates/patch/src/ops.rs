@@ -16,6 +16,8 @@
 
 use std::fmt::{self, Write as _};
 
+use sidekey_model::json::write_str;
+
 /// A JSON text being written.
 #[derive(Debug, Default)]
 pub(crate) struct Json {
@@ -31,7 +33,7 @@ impl Json {
 
     /// Appends `s` as a JSON string.
     pub fn str(&mut self, s: &str) -> &mut Self {
-        escape_into(&mut self.buf, s);
+        write_str(&mut self.buf, s);
         self
     }
 
@@ -48,7 +50,7 @@ impl Json {
             if i > 0 {
                 self.buf.push(',');
             }
-            escape_into(&mut self.buf, s);
+            write_str(&mut self.buf, s);
         }
         self.buf.push(']');
         self
@@ -66,36 +68,6 @@ impl Json {
         self.buf.push(']');
         self
     }
-}
-
-/// Appends `s` to `out` as a JSON string: `"` and `\` escaped, control
-/// characters as `\n`, `\t`... or `\u00XX`; everything else as is (JSON
-/// text is UTF-8).
-pub(crate) fn escape_into(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if short.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(short);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
 }
 
 /// A JSON Patch being written: `[{"op":...,"path":...,"value":...},...]`.
@@ -338,7 +310,6 @@ impl Container<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn pointer_tokens_are_escaped() {
@@ -381,22 +352,5 @@ mod tests {
         j.raw(HARDENED).raw("}");
         let v: serde_json::Value = serde_json::from_str(&j.buf).unwrap();
         assert_eq!(v["capabilities"]["drop"][0], "ALL");
-    }
-
-    proptest! {
-        #[test]
-        fn strings_escape_as_serde_json_reads_them(s in any::<String>()) {
-            let mut out = String::new();
-            escape_into(&mut out, &s);
-            let back: String = serde_json::from_str(&out).unwrap();
-            prop_assert_eq!(back, s);
-        }
-    }
-
-    #[test]
-    fn control_characters_escape() {
-        let mut out = String::new();
-        escape_into(&mut out, "a\"b\\c\n\u{1}\u{7f}é");
-        assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0001\u{7f}é\"");
     }
 }
