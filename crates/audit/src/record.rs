@@ -39,8 +39,16 @@ pub fn line_hash(line: &str) -> String {
 
 pub(crate) fn bytes_hash(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    hex::encode(digest(&SHA256, line).as_ref())
+    let sum = digest(&SHA256, line);
+    let mut out = String::with_capacity(64);
+    for &b in sum.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A reference to one secret: never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

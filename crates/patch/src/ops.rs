@@ -90,12 +90,32 @@ impl PatchWriter {
     /// escaped (RFC 6901) and need no JSON escaping: sidekey's own names and
     /// array indices.
     pub fn op(&mut self, op: &str, path: fmt::Arguments<'_>, value: impl FnOnce(&mut Json)) {
+        self.start(op);
+        match path.as_str() {
+            Some(constant) => self.json.buf.push_str(constant),
+            None => {
+                let _ = self.json.buf.write_fmt(path);
+            }
+        }
+        self.value(value);
+    }
+
+    /// [`Self::op`] with a path already written out.
+    pub fn op_at(&mut self, op: &str, path: &str, value: impl FnOnce(&mut Json)) {
+        self.start(op);
+        self.json.buf.push_str(path);
+        self.value(value);
+    }
+
+    fn start(&mut self, op: &str) {
         if self.ops > 0 {
             self.json.raw(",");
         }
         self.ops += 1;
         self.json.raw("{\"op\":\"").raw(op).raw("\",\"path\":\"");
-        let _ = self.json.buf.write_fmt(path);
+    }
+
+    fn value(&mut self, value: impl FnOnce(&mut Json)) {
         self.json.raw("\",\"value\":");
         value(&mut self.json);
         self.json.raw("}");
@@ -116,7 +136,7 @@ impl PatchWriter {
         if exists {
             let end = format!("{path}/-");
             for item in items {
-                self.op("add", format_args!("{end}"), |j| write(j, item));
+                self.op_at("add", &end, |j| write(j, item));
             }
         } else {
             self.op("add", path, |j| {
@@ -133,6 +153,7 @@ impl PatchWriter {
 }
 
 /// `token` escaped for a JSON Pointer (RFC 6901): `~` as `~0`, `/` as `~1`.
+#[cfg(test)]
 pub(crate) fn pointer_token(token: &str) -> std::borrow::Cow<'_, str> {
     if token.contains(['~', '/']) {
         token.replace('~', "~0").replace('/', "~1").into()
@@ -316,6 +337,13 @@ mod tests {
         assert_eq!(pointer_token("sidekey.io/injected"), "sidekey.io~1injected");
         assert_eq!(pointer_token("a~/b"), "a~0~1b");
         assert_eq!(pointer_token("plain"), "plain");
+        assert_eq!(
+            format!(
+                "/metadata/annotations/{}",
+                pointer_token(sidekey_model::annotations::INJECTED)
+            ),
+            crate::plan::INJECTED_POINTER
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sidekey_model::{Environment, Pick, Service};
 
 use crate::annotations::{is_injected, parse_annotations, wants_injection, Annotations, Denial};
 use crate::config::{Config, Resolution, Settings};
-use crate::ops::{pointer_token, Container, EnvVar, Mount, PatchWriter, Probe, Volume};
+use crate::ops::{Container, EnvVar, Mount, PatchWriter, Probe, Volume};
 use crate::pod::{AnnotationMap, ContainerView, PodView, SpecView};
 use crate::quote::{Name, Q};
 
@@ -520,6 +520,10 @@ fn agent_container<'a>(
     }
 }
 
+/// Where the marker annotation goes: `names::INJECTED` as a JSON Pointer
+/// token (a test checks it).
+pub(crate) const INJECTED_POINTER: &str = "/metadata/annotations/sidekey.io~1injected";
+
 fn build_patch(
     spec: &SpecView<'_>,
     a: &Annotations,
@@ -541,13 +545,9 @@ fn build_patch(
     let mut w = PatchWriter::new();
     // The marker needs the annotations map, which exists: the pod opted in
     // through it.
-    w.op(
-        "add",
-        format_args!("/metadata/annotations/{}", pointer_token(names::INJECTED)),
-        |j| {
-            j.str("true");
-        },
-    );
+    w.op_at("add", INJECTED_POINTER, |j| {
+        j.str("true");
+    });
 
     // Volumes.
     let mut volumes = Vec::with_capacity(2);
