@@ -19,7 +19,10 @@
 //!   - maximum: 8 connections x 8 streams for the same time;
 //!   - the injector's maximum again with the same pod not opted in (the
 //!     planner's skip path: what the server costs without a patch);
-//!   - the injector's peak RSS (VmHWM) after all runs.
+//!   - the injector's peak RSS (VmHWM) after all runs;
+//!   - beside each run, the server process's CPU time (user + system,
+//!     from /proc) per request over h2load's measured window: the
+//!     baseline's is this process's (nothing else here runs meanwhile).
 //!
 //!   All five runs are repeated `SIDEKEY_BENCH_ROUNDS` times (default 3),
 //!   interleaved, and each figure is the median over the rounds: the
@@ -148,21 +151,47 @@ fn run() -> Result<(), String> {
     let injector_url = format!("https://127.0.0.1:{}/mutate", injector_addr.port());
     // (label, url, body, h2load options); each round runs them all in turn,
     // so a burst of load from elsewhere hits both servers alike.
-    let plan: [(&str, &str, &Path, &[String]); 5] = [
-        ("baseline fixed", &baseline_url, &body_path, &fixed_args),
-        ("injector fixed", &injector_url, &body_path, &fixed_args),
-        ("baseline max", &baseline_url, &body_path, &max_args),
-        ("injector max", &injector_url, &body_path, &max_args),
-        ("injector skip max", &injector_url, &skip_path, &max_args),
+    // The baseline serves from this process.
+    let own_pid = std::process::id();
+    let plan: [(&str, &str, &Path, &[String], u32); 5] = [
+        (
+            "baseline fixed",
+            &baseline_url,
+            &body_path,
+            &fixed_args,
+            own_pid,
+        ),
+        (
+            "injector fixed",
+            &injector_url,
+            &body_path,
+            &fixed_args,
+            pid,
+        ),
+        (
+            "baseline max",
+            &baseline_url,
+            &body_path,
+            &max_args,
+            own_pid,
+        ),
+        ("injector max", &injector_url, &body_path, &max_args, pid),
+        (
+            "injector skip max",
+            &injector_url,
+            &skip_path,
+            &max_args,
+            pid,
+        ),
     ];
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); plan.len()];
     for round in 1..=rounds {
-        for (i, (label, url, body, args)) in plan.iter().enumerate() {
+        for (i, (label, url, body, args, server)) in plan.iter().enumerate() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let run = h2load(url, body, dir.path(), &args, seconds)?;
+            let run = h2load(url, body, dir.path(), &args, seconds, *server)?;
             eprintln!(
-                "round {round}/{rounds} {label:<18} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
-                run.rps, run.p50_ms, run.p99_ms
+                "round {round}/{rounds} {label:<18} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  server CPU {:.1} us/req",
+                run.rps, run.p50_ms, run.p99_ms, run.cpu_us
             );
             runs[i].push(run);
         }
@@ -192,17 +221,17 @@ fn run() -> Result<(), String> {
     let round_ratio_median = round_ratios[round_ratios.len() / 2];
 
     println!();
-    println!("| server   | rate 2k/s: achieved | p50 ms | p99 ms | max: req/s | p50 ms | p99 ms |");
-    println!("|----------|---------------------|--------|--------|------------|--------|--------|");
+    println!("| server   | rate 2k/s: achieved | p50 ms | p99 ms | max: req/s | p50 ms | p99 ms | server CPU us/req at max |");
+    println!("|----------|---------------------|--------|--------|------------|--------|--------|--------------------------|");
     for (name, fixed, max) in &results {
         println!(
-            "| {name:<8} | {:>19.0} | {:>6.3} | {:>6.3} | {:>10.0} | {:>6.3} | {:>6.3} |",
-            fixed.rps, fixed.p50_ms, fixed.p99_ms, max.rps, max.p50_ms, max.p99_ms
+            "| {name:<8} | {:>19.0} | {:>6.3} | {:>6.3} | {:>10.0} | {:>6.3} | {:>6.3} | {:>24.1} |",
+            fixed.rps, fixed.p50_ms, fixed.p99_ms, max.rps, max.p50_ms, max.p99_ms, max.cpu_us
         );
     }
     println!(
-        "| injector, pod not opted in (skip path)         | {:>10.0} | {:>6.3} | {:>6.3} |",
-        skip_max.rps, skip_max.p50_ms, skip_max.p99_ms
+        "| injector, pod not opted in (skip path)         | {:>10.0} | {:>6.3} | {:>6.3} | {:>24.1} |",
+        skip_max.rps, skip_max.p50_ms, skip_max.p99_ms, skip_max.cpu_us
     );
     println!();
     println!(
@@ -226,11 +255,11 @@ fn run() -> Result<(), String> {
             "seconds": seconds,
             "rounds": rounds,
             "baseline": {"fixed_rps": base_fixed.rps, "fixed_p50_ms": base_fixed.p50_ms, "fixed_p99_ms": base_fixed.p99_ms,
-                          "max_rps": base_max.rps, "max_p99_ms": base_max.p99_ms},
+                          "max_rps": base_max.rps, "max_p99_ms": base_max.p99_ms, "max_cpu_us_per_req": base_max.cpu_us},
             "injector": {"fixed_rps": inj_fixed.rps, "fixed_p50_ms": inj_fixed.p50_ms, "fixed_p99_ms": inj_fixed.p99_ms,
-                          "max_rps": inj_max.rps, "max_p99_ms": inj_max.p99_ms,
+                          "max_rps": inj_max.rps, "max_p99_ms": inj_max.p99_ms, "max_cpu_us_per_req": inj_max.cpu_us,
                           "rss_idle_kb": rss_idle, "rss_peak_kb": rss_peak},
-            "injector_skip_path": {"max_rps": skip_max.rps, "max_p99_ms": skip_max.p99_ms},
+            "injector_skip_path": {"max_rps": skip_max.rps, "max_p99_ms": skip_max.p99_ms, "max_cpu_us_per_req": skip_max.cpu_us},
             "max_ratio": ratio,
             "max_ratio_rounds_median": round_ratio_median,
         })
@@ -357,6 +386,10 @@ struct Run {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The server process's CPU time (user + system) per request over the
+    /// measured window, in microseconds: what a review costs the server,
+    /// whatever else the machine is doing.
+    cpu_us: f64,
 }
 
 impl Run {
@@ -371,13 +404,31 @@ impl Run {
             rps: med(|r| r.rps),
             p50_ms: med(|r| r.p50_ms),
             p99_ms: med(|r| r.p99_ms),
+            cpu_us: med(|r| r.cpu_us),
         }
     }
 }
 
-fn h2load(url: &str, body: &Path, dir: &Path, extra: &[&str], seconds: u32) -> Result<Run, String> {
+/// One h2load run against the server process `pid` (2 s of warm-up, then
+/// `seconds` measured).
+fn h2load(
+    url: &str,
+    body: &Path,
+    dir: &Path,
+    extra: &[&str],
+    seconds: u32,
+    pid: u32,
+) -> Result<Run, String> {
     let log: PathBuf = dir.join("h2load.log");
     let _ = std::fs::remove_file(&log);
+    // The server's CPU time over h2load's measured window (after its
+    // warm-up), read beside it.
+    let cpu = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let before = cpu_ticks(pid)?;
+        std::thread::sleep(std::time::Duration::from_secs(u64::from(seconds)));
+        Some(cpu_ticks(pid)?.saturating_sub(before))
+    });
     let out = Command::new("h2load")
         .args(extra)
         .args(["-t", "1", "--warm-up-time", "2", "-D", &seconds.to_string()])
@@ -425,11 +476,31 @@ fn h2load(url: &str, body: &Path, dir: &Path, extra: &[&str], seconds: u32) -> R
     }
     micros.sort_unstable();
     let pick = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    let ticks = cpu
+        .join()
+        .ok()
+        .flatten()
+        .ok_or("cannot read the server's CPU time")?;
+    // /proc reports CPU time in USER_HZ ticks: 100 per second on Linux.
+    let cpu_us = ticks as f64 * 10_000.0 / (rps * f64::from(seconds));
     Ok(Run {
         rps,
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
+        cpu_us,
     })
+}
+
+/// User + system CPU time of process `pid`, all its threads, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces): state is
+    // field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// A `Vm*` line of /proc/PID/status, in kB.

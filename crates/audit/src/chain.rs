@@ -22,7 +22,12 @@ pub struct ChainWriter<W: Write> {
     out: W,
     next_seq: u64,
     prev: String,
+    /// The line being written, reused across records.
+    line: String,
 }
+
+/// The largest line buffer a [`ChainWriter`] keeps between records.
+const KEPT_LINE_CAPACITY: usize = 16 * 1024;
 
 impl<W: Write> ChainWriter<W> {
     /// A fresh stream (stdout, stderr): seq 1, prev [`GENESIS`].
@@ -32,6 +37,7 @@ impl<W: Write> ChainWriter<W> {
             out,
             next_seq: 1,
             prev: GENESIS.to_owned(),
+            line: String::new(),
         }
     }
 
@@ -53,6 +59,7 @@ impl<W: Write> ChainWriter<W> {
             out,
             next_seq,
             prev: line_hash(line),
+            line: String::new(),
         })
     }
 
@@ -71,11 +78,15 @@ impl<W: Write> ChainWriter<W> {
             .next_seq
             .checked_add(1)
             .ok_or(AuditError::SeqOverflow)?;
-        let mut line = record.to_line()?;
-        let hash = line_hash(&line);
-        line.push('\n');
+        if self.line.capacity() > KEPT_LINE_CAPACITY {
+            self.line = String::new();
+        }
+        self.line.clear();
+        record.write_line(&mut self.line)?;
+        let hash = line_hash(&self.line);
+        self.line.push('\n');
         self.out
-            .write_all(line.as_bytes())
+            .write_all(self.line.as_bytes())
             .and_then(|()| self.out.flush())
             .map_err(AuditError::Write)?;
         self.next_seq = next_seq;

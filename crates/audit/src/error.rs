@@ -63,10 +63,6 @@ pub enum AuditError {
     #[error("time is outside 1970-01-01..9999-12-31, the range of an audit timestamp")]
     TimeOutOfRange,
 
-    /// Serializing a record failed.
-    #[error("cannot serialize an audit record")]
-    Serialize(#[source] serde_json::Error),
-
     /// Reading a line of an audit stream failed.
     #[error("line {line}: cannot read the audit stream")]
     ReadLine {

@@ -282,6 +282,14 @@ impl Record {
     /// its `Serialize` output, written by hand (the injector writes one
     /// per review).
     pub fn to_line(&self) -> Result<String, AuditError> {
+        let mut out = String::with_capacity(512);
+        self.write_line(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::to_line`] appended to `out` (a buffer reused across
+    /// records). On an error `out` is left as it was.
+    pub fn write_line(&self, out: &mut String) -> Result<(), AuditError> {
         if let Some(name) = self
             .extra
             .keys()
@@ -289,15 +297,14 @@ impl Record {
         {
             return Err(AuditError::ReservedField(name.clone()));
         }
-        let mut out = String::with_capacity(512);
         out.push_str("{\"ts\":");
-        write_str(&mut out, &self.ts);
+        write_str(out, &self.ts);
         let _ = write!(out, ",\"seq\":{},\"prev\":", self.seq);
-        write_str(&mut out, &self.prev);
+        write_str(out, &self.prev);
         out.push_str(",\"component\":\"");
         out.push_str(self.component.as_str());
         out.push_str("\",\"event\":");
-        write_str(&mut out, &self.event);
+        write_str(out, &self.event);
         for (name, value) in [
             ("environment", &self.environment),
             ("namespace", &self.namespace),
@@ -307,7 +314,7 @@ impl Record {
             out.push_str(",\"");
             out.push_str(name);
             out.push_str("\":");
-            write_opt_str(&mut out, value.as_deref());
+            write_opt_str(out, value.as_deref());
         }
         out.push_str(",\"secrets\":[");
         for (i, secret) in self.secrets.iter().enumerate() {
@@ -315,9 +322,9 @@ impl Record {
                 out.push(',');
             }
             out.push_str("{\"service\":");
-            write_str(&mut out, &secret.service);
+            write_str(out, &secret.service);
             out.push_str(",\"key\":");
-            write_str(&mut out, &secret.key);
+            write_str(out, &secret.key);
             if let Some(v) = secret.version {
                 let _ = write!(out, ",\"version\":{v}");
             }
@@ -326,7 +333,7 @@ impl Record {
         out.push_str("],\"outcome\":\"");
         out.push_str(self.outcome.as_str());
         out.push_str("\",\"reason\":");
-        write_opt_str(&mut out, self.reason.as_deref());
+        write_opt_str(out, self.reason.as_deref());
         match self.duration_ms {
             Some(ms) => {
                 let _ = write!(out, ",\"duration_ms\":{ms}");
@@ -335,12 +342,12 @@ impl Record {
         }
         for (name, value) in &self.extra {
             out.push(',');
-            write_str(&mut out, name);
+            write_str(out, name);
             out.push(':');
-            out.push_str(&serde_json::to_string(value).map_err(AuditError::Serialize)?);
+            write_value(out, value);
         }
         out.push('}');
-        Ok(out)
+        Ok(())
     }
 
     /// Parses one line (a trailing newline is allowed). The error detail
@@ -357,6 +364,42 @@ impl Record {
 
 /// Latest time humantime can format: 9999-12-31T23:59:59.999Z.
 const MAX_SECS: u64 = 253_402_300_800;
+
+/// Appends `value` as `serde_json` writes it (compact).
+fn write_value(out: &mut String, value: &serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, k);
+                out.push(':');
+                write_value(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
 
 fn write_opt_str(out: &mut String, s: Option<&str>) {
     match s {

@@ -52,13 +52,22 @@ fn text() -> impl Strategy<Value = String> {
 /// Any strings in any field, extras of any JSON shape.
 fn arb_record() -> impl Strategy<Value = Record> {
     let opt = || proptest::option::of(text());
-    let extra_value = prop_oneof![
+    let leaf = prop_oneof![
         text().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
         any::<bool>().prop_map(serde_json::Value::from),
         Just(serde_json::Value::Null),
-        proptest::collection::vec(text(), 0..3).prop_map(serde_json::Value::from),
     ];
+    // Extras of any shape: arrays and objects nested in each other.
+    let extra_value = leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(text(), inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    });
     (
         (text(), any::<u64>(), text(), text()),
         (opt(), opt(), opt(), opt(), opt()),
