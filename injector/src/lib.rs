@@ -30,7 +30,7 @@ pub mod service;
 pub mod tls;
 
 pub use args::{Args, Settings, SettingsError};
-pub use audit::{AuditSink, AuditTarget};
+pub use audit::{AuditSink, AuditTarget, Lost};
 pub use metrics::{Metrics, ReviewOutcome};
 pub use review::{review, Reviewed};
 pub use server::{run, serve, ServeError};

@@ -152,9 +152,9 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an audit record that could not be written.
-    pub fn audit_failure(&self) {
-        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    /// Counts audit records that could not be written.
+    pub fn audit_failures(&self, records: u64) {
+        self.audit_failures.fetch_add(records, Ordering::Relaxed);
     }
 
     /// `sidekey_injector_reviews_total{outcome}`.

@@ -505,7 +505,7 @@ pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error
     out.push_str("\",\"kind\":\"");
     out.push_str(KIND);
     out.push_str("\",\"response\":{\"uid\":");
-    out.push_str(&serde_json::to_string(&response.uid)?);
+    sidekey_model::json::write_str(&mut out, &response.uid);
     out.push_str(if response.allowed {
         ",\"allowed\":true"
     } else {
@@ -525,8 +525,14 @@ pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error
         out.push_str(&serde_json::to_string(&response.audit_annotations)?);
     }
     if let Some(warnings) = &response.warnings {
-        out.push_str(",\"warnings\":");
-        out.push_str(&serde_json::to_string(warnings)?);
+        out.push_str(",\"warnings\":[");
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            sidekey_model::json::write_str(&mut out, w);
+        }
+        out.push(']');
     }
     out.push_str("}}");
     Ok(out.into_bytes())
@@ -635,13 +641,21 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_patch_bytes_come_back_from_the_answer(patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+        fn any_patch_bytes_come_back_from_the_answer(
+            patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            uid in "(?s).{0,20}",
+            warnings in proptest::option::of(proptest::collection::vec("(?s).{0,20}", 0..3)),
+        ) {
             use base64::Engine as _;
-            let mut r = allowed_response("u");
+            let mut r = allowed_response(&uid);
             r.patch = Some(patch.clone());
+            r.warnings = warnings.clone();
             let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
             let text = v["response"]["patch"].as_str().unwrap();
             proptest::prop_assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), patch);
+            proptest::prop_assert_eq!(v["response"]["uid"].as_str().unwrap(), uid.as_str());
+            let back: Option<Vec<String>> = serde_json::from_value(v["response"]["warnings"].clone()).unwrap();
+            proptest::prop_assert_eq!(back, warnings);
         }
     }
 

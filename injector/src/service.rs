@@ -246,9 +246,9 @@ impl Injector {
         }
         if let Some(mut event) = reviewed.event {
             event.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-            if let Err(e) = self.inner.audit.write(event) {
-                self.inner.metrics.audit_failure();
-                tracing::error!(uid, error = %e, "cannot write the audit record");
+            if let Err(e) = self.inner.audit.write(&event) {
+                self.inner.metrics.audit_failures(e.records);
+                tracing::error!(uid, records = e.records, error = %e.error, "cannot write audit records");
             }
         }
         self.inner

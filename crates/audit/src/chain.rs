@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::AuditError;
-use crate::record::{line_hash, Component, Event, Record, GENESIS};
+use crate::record::{
+    hash_into, line_hash, write_stamped, Component, Event, EventText, Record, GENESIS,
+};
 
 /// The longest last line (without its newline) [`append_to_file`] reads to
 /// continue a file's chain.
@@ -20,8 +22,7 @@ pub const TAIL_WINDOW: u64 = 64 * 1024;
 pub struct ChainWriter<W: Write> {
     component: Component,
     out: W,
-    next_seq: u64,
-    prev: String,
+    chain: Chain,
     /// The line being written, reused across records.
     line: String,
 }
@@ -35,8 +36,7 @@ impl<W: Write> ChainWriter<W> {
         ChainWriter {
             component,
             out,
-            next_seq: 1,
-            prev: GENESIS.to_owned(),
+            chain: Chain::new(),
             line: String::new(),
         }
     }
@@ -48,17 +48,10 @@ impl<W: Write> ChainWriter<W> {
         out: W,
         last_line: Option<&str>,
     ) -> Result<Self, AuditError> {
-        let Some(line) = last_line else {
-            return Ok(Self::new(component, out));
-        };
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let record = Record::from_line(line).map_err(|detail| AuditError::Resume { detail })?;
-        let next_seq = record.seq.checked_add(1).ok_or(AuditError::SeqOverflow)?;
         Ok(ChainWriter {
             component,
             out,
-            next_seq,
-            prev: line_hash(line),
+            chain: Chain::resume(last_line)?,
             line: String::new(),
         })
     }
@@ -72,12 +65,14 @@ impl<W: Write> ChainWriter<W> {
     /// one line and its newline in a single `write_all`, then a flush. On an
     /// error the chain state does not advance.
     pub fn write_at(&mut self, event: Event, ts: SystemTime) -> Result<Record, AuditError> {
-        let record =
-            Record::from_event(self.component, event, ts, self.next_seq, self.prev.clone())?;
-        let next_seq = self
-            .next_seq
-            .checked_add(1)
-            .ok_or(AuditError::SeqOverflow)?;
+        let record = Record::from_event(
+            self.component,
+            event,
+            ts,
+            self.chain.next_seq,
+            self.chain.prev.clone(),
+        )?;
+        let next_seq = self.chain.following_seq()?;
         if self.line.capacity() > KEPT_LINE_CAPACITY {
             self.line = String::new();
         }
@@ -89,19 +84,19 @@ impl<W: Write> ChainWriter<W> {
             .write_all(self.line.as_bytes())
             .and_then(|()| self.out.flush())
             .map_err(AuditError::Write)?;
-        self.next_seq = next_seq;
-        self.prev = hash;
+        self.chain.next_seq = next_seq;
+        self.chain.prev = hash;
         Ok(record)
     }
 
     /// The seq the next record will carry.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.chain.next_seq
     }
 
     /// The hash the next record will carry as `prev`.
     pub fn prev(&self) -> &str {
-        &self.prev
+        &self.chain.prev
     }
 
     /// The component stamped on every record.
@@ -117,6 +112,87 @@ impl<W: Write> ChainWriter<W> {
     /// Gives back the underlying writer.
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// The chain state of one stream, without a writer: the seq and `prev` the
+/// next record carries. [`Self::append`] stamps an [`EventText`] built
+/// beforehand, so a stream shared by threads holds its lock only to stamp
+/// and hash, and can write the lines of several records at once.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    next_seq: u64,
+    prev: String,
+    /// The line being stamped, reused across records.
+    line: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+impl Chain {
+    /// A fresh stream: seq 1, prev [`GENESIS`].
+    pub fn new() -> Chain {
+        Chain {
+            next_seq: 1,
+            prev: GENESIS.to_owned(),
+            line: String::new(),
+        }
+    }
+
+    /// Continues a stream after `last_line` (its seq + 1, its hash); a
+    /// fresh stream when `None`. Fails if the line is not a record.
+    pub fn resume(last_line: Option<&str>) -> Result<Chain, AuditError> {
+        let Some(line) = last_line else {
+            return Ok(Chain::new());
+        };
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let record = Record::from_line(line).map_err(|detail| AuditError::Resume { detail })?;
+        let next_seq = record.seq.checked_add(1).ok_or(AuditError::SeqOverflow)?;
+        Ok(Chain {
+            next_seq,
+            prev: line_hash(line),
+            line: String::new(),
+        })
+    }
+
+    /// The seq the next record will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The hash the next record will carry as `prev`.
+    pub fn prev(&self) -> &str {
+        &self.prev
+    }
+
+    fn following_seq(&self) -> Result<u64, AuditError> {
+        self.next_seq.checked_add(1).ok_or(AuditError::SeqOverflow)
+    }
+
+    /// Appends the record of `text` stamped with `ts`, the next seq and
+    /// `prev`, and its newline, to `out`, and advances the chain. On an
+    /// error neither `out` nor the chain changes.
+    pub fn append(
+        &mut self,
+        text: &EventText,
+        ts: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AuditError> {
+        let next_seq = self.following_seq()?;
+        if self.line.capacity() > KEPT_LINE_CAPACITY {
+            self.line = String::new();
+        }
+        self.line.clear();
+        write_stamped(&mut self.line, ts, self.next_seq, &self.prev, text)?;
+        hash_into(self.line.as_bytes(), &mut self.prev);
+        out.extend_from_slice(self.line.as_bytes());
+        out.push(b'\n');
+        self.next_seq = next_seq;
+        Ok(())
     }
 }
 

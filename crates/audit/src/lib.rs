@@ -21,8 +21,10 @@ mod query;
 mod record;
 mod verify;
 
-pub use chain::{append_to_file, append_to_file_at, ChainWriter, TAIL_WINDOW};
+pub use chain::{append_to_file, append_to_file_at, Chain, ChainWriter, TAIL_WINDOW};
 pub use error::{AuditError, VerifyError};
 pub use query::{parse_since, read_records, render_json, render_table, Filter};
-pub use record::{line_hash, Component, Event, Outcome, Record, SecretRef, GENESIS, RECORD_FIELDS};
+pub use record::{
+    line_hash, Component, Event, EventText, Outcome, Record, SecretRef, GENESIS, RECORD_FIELDS,
+};
 pub use verify::{verify, verify_file, VerifySummary};

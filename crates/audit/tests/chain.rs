@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use sidekey_audit::{
-    line_hash, verify, AuditError, ChainWriter, Component, Event, Outcome, Record, SecretRef,
-    VerifyError, GENESIS,
+    line_hash, verify, AuditError, Chain, ChainWriter, Component, Event, EventText, Outcome,
+    Record, SecretRef, VerifyError, GENESIS,
 };
 
 fn t0() -> SystemTime {
@@ -506,4 +506,67 @@ fn outcome_and_component_names() {
     }
     assert_eq!(SecretRef::new("web", "K", Some(2)).to_string(), "web/K@2");
     assert_eq!(SecretRef::new("web", "K", None).to_string(), "web/K");
+}
+
+#[test]
+fn a_chain_stamps_event_texts_as_the_writer_writes_records() {
+    // The same events at the same times: the same bytes, whether written
+    // by a ChainWriter or stamped by a Chain from texts built beforehand.
+    let mut w = ChainWriter::new(Component::Injector, Vec::new());
+    let mut c = Chain::new();
+    let mut out = Vec::new();
+    for i in 0..6 {
+        let mut e = event(i);
+        e.extra.insert("uid".to_owned(), format!("u-{i}").into());
+        e.extra
+            .insert("containers".to_owned(), serde_json::json!(["a", "b\"c"]));
+        e.reason = (i % 2 == 0).then(|| "line\nbreak \u{1}".to_owned());
+        let ts = t0() + Duration::from_millis(i as u64 * 7);
+        let text = EventText::new(Component::Injector, &e).unwrap();
+        assert!(text.as_str().starts_with(",\"component\":\"injector\""));
+        c.append(&text, ts, &mut out).unwrap();
+        w.write_at(e, ts).unwrap();
+        assert_eq!((c.next_seq(), c.prev()), (w.next_seq(), w.prev()));
+    }
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        String::from_utf8(w.into_inner()).unwrap()
+    );
+    assert_eq!(verify(&out[..]).unwrap().records, 6);
+
+    // Resumed after its last line, a chain continues it.
+    let text = String::from_utf8(out.clone()).unwrap();
+    let last = text.lines().last().unwrap();
+    let mut c = Chain::resume(Some(last)).unwrap();
+    assert_eq!(c.next_seq(), 7);
+    c.append(
+        &EventText::new(Component::Injector, &event(7)).unwrap(),
+        t0(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(verify(&out[..]).unwrap().records, 7);
+}
+
+#[test]
+fn a_chain_refuses_what_the_writer_refuses_and_stays_put() {
+    let mut e = Event::new("review");
+    e.extra.insert("prev".to_owned(), "x".into());
+    assert!(matches!(
+        EventText::new(Component::Injector, &e),
+        Err(AuditError::ReservedField(ref f)) if f == "prev"
+    ));
+    let mut c = Chain::new();
+    let mut out = b"kept".to_vec();
+    let text = EventText::new(Component::Injector, &Event::new("review")).unwrap();
+    assert!(matches!(
+        c.append(&text, UNIX_EPOCH - Duration::from_secs(1), &mut out),
+        Err(AuditError::TimeOutOfRange)
+    ));
+    assert_eq!(out, b"kept");
+    assert_eq!((c.next_seq(), c.prev()), (1, GENESIS));
+    assert!(matches!(
+        Chain::resume(Some("token=s3cr3t")),
+        Err(AuditError::Resume { .. })
+    ));
 }

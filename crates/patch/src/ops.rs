@@ -91,13 +91,17 @@ impl PatchWriter {
     /// array indices.
     pub fn op(&mut self, op: &str, path: fmt::Arguments<'_>, value: impl FnOnce(&mut Json)) {
         self.start(op);
+        self.path(path);
+        self.value(value);
+    }
+
+    fn path(&mut self, path: fmt::Arguments<'_>) {
         match path.as_str() {
             Some(constant) => self.json.buf.push_str(constant),
             None => {
                 let _ = self.json.buf.write_fmt(path);
             }
         }
-        self.value(value);
     }
 
     /// [`Self::op`] with a path already written out.
@@ -134,9 +138,18 @@ impl PatchWriter {
             return;
         }
         if exists {
-            let end = format!("{path}/-");
-            for item in items {
-                self.op_at("add", &end, |j| write(j, item));
+            // The path is formatted once, into the first operation; the
+            // others copy it from there.
+            self.start("add");
+            let from = self.json.buf.len();
+            self.path(path);
+            self.json.buf.push_str("/-");
+            let to = self.json.buf.len();
+            self.value(|j| write(j, &items[0]));
+            for item in &items[1..] {
+                self.start("add");
+                self.json.buf.extend_from_within(from..to);
+                self.value(|j| write(j, item));
             }
         } else {
             self.op("add", path, |j| {
