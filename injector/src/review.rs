@@ -60,23 +60,44 @@ pub struct Reviewed {
     pub json: bool,
     /// For metrics.
     pub outcome: ReviewOutcome,
-    /// What may be logged about the request (never the body).
-    pub summary: Summary,
     /// The audit record of the decision, when there is one (every answer
-    /// with a uid).
+    /// with a uid). What is logged about a review comes from it (never
+    /// from the body).
     pub event: Option<Event>,
+    /// Why a body without a uid was refused (no event).
+    pub refusal: Option<String>,
 }
 
-/// The loggable facts of a review: uid, namespace, name, operation and why
-/// it ended as it did.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub uid: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub operation: Option<String>,
-    /// One line, free of request content beyond the names above.
-    pub reason: String,
+impl Reviewed {
+    /// The request's uid, when the body had one.
+    pub fn uid(&self) -> Option<&str> {
+        self.event.as_ref()?.extra.get("uid")?.as_str()
+    }
+
+    /// The namespace: the request's, else the pod's.
+    pub fn namespace(&self) -> Option<&str> {
+        self.event.as_ref()?.namespace.as_deref()
+    }
+
+    /// The pod's name (its `generateName` when it has none yet).
+    pub fn name(&self) -> Option<&str> {
+        self.event.as_ref()?.pod.as_deref()
+    }
+
+    /// The request's operation.
+    pub fn operation(&self) -> Option<&str> {
+        self.event.as_ref()?.extra.get("operation")?.as_str()
+    }
+
+    /// Why the review ended as it did: one line, free of request content
+    /// beyond the names above.
+    pub fn reason(&self) -> &str {
+        match (&self.event, &self.refusal) {
+            (Some(e), _) => e.reason.as_deref().unwrap_or(""),
+            (None, Some(r)) => r,
+            (None, None) => "",
+        }
+    }
 }
 
 /// The envelope, with the object read as `O`: a [`PodView`] in one pass
@@ -203,26 +224,18 @@ fn review_request(
     object_error: Option<sidekey_patch::PodError>,
     config: &Config,
 ) -> Reviewed {
-    let mut summary = Summary {
-        uid: Some(req.uid.to_string()),
-        namespace: req.namespace.as_deref().map(str::to_owned),
-        name: req
-            .name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned),
-        operation: Some(req.operation.to_string()),
-        reason: String::new(),
-    };
-    let actor = req
+    let mut event = Event::new(AUDIT_EVENT);
+    event.namespace = req.namespace.as_deref().map(str::to_owned);
+    event.pod = req
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    event.actor = req
         .user_info
         .as_ref()
         .and_then(|u| u.username.as_deref())
         .map(str::to_owned);
-    let mut event = Event::new(AUDIT_EVENT);
-    event.namespace = summary.namespace.clone();
-    event.pod = summary.name.clone();
-    event.actor = actor.clone();
     event
         .extra
         .insert("uid".to_owned(), req.uid.to_string().into());
@@ -249,74 +262,67 @@ fn review_request(
             .filter(|s| !s.is_empty())
             .map(|s| format!(" (subresource {s})"))
             .unwrap_or_default();
-        summary.reason = format!("{what}{sub} is not a pod: allowed untouched");
-        return skipped(&req.uid, summary, event);
+        let reason = format!("{what}{sub} is not a pod: allowed untouched");
+        return skipped(&req.uid, event, reason);
     }
     if *req.operation != *"CREATE" {
-        summary.reason = format!(
+        let reason = format!(
             "operation {} is not planned: allowed untouched",
             req.operation
         );
-        return skipped(&req.uid, summary, event);
+        return skipped(&req.uid, event, reason);
     }
     if let Some(e) = object_error {
         let message = format!("the object is not a valid Pod: {e}");
-        return invalid(&req.uid, summary, event, message);
+        return invalid(&req.uid, event, message);
     }
     let Some(pod) = req.object else {
         return invalid(
             &req.uid,
-            summary,
             event,
             "the request has no object".to_owned(),
         );
     };
-    if summary.name.is_none() {
-        summary.name = pod.name().map(str::to_owned);
-        event.pod = summary.name.clone();
+    if event.pod.is_none() {
+        event.pod = pod.name().map(str::to_owned);
     }
-    let namespace = match summary
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            pod.metadata
-                .namespace
-                .as_deref()
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-        }) {
-        Some(ns) => ns,
-        None => {
-            return invalid(
-                &req.uid,
-                summary,
-                event,
-                "the request has no namespace".to_owned(),
-            )
-        }
+    if event.namespace.as_deref().is_none_or(str::is_empty) {
+        event.namespace = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+    }
+    let Some(namespace) = event.namespace.as_deref() else {
+        return invalid(
+            &req.uid,
+            event,
+            "the request has no namespace".to_owned(),
+        );
     };
-    summary.namespace = Some(namespace.clone());
-    event.namespace = Some(namespace.clone());
-
     let request = Request {
-        namespace: &namespace,
-        user: actor.as_deref(),
+        namespace,
+        user: event.actor.as_deref(),
     };
     let decision = match catch_unwind(AssertUnwindSafe(|| {
         sidekey_patch::plan(&pod, &request, config)
     })) {
         Ok(d) => d,
-        Err(_) => return internal(summary, event, "the planner failed".to_owned()),
+        Err(_) => return internal(event, "the planner failed"),
     };
     match decision {
         Decision::Skip { reason } => {
-            event.environment = environment_of(config, &namespace);
-            summary.reason = reason;
-            skipped(&req.uid, summary, event)
+            let environment = environment_of(config, namespace);
+            event.environment = environment;
+            skipped(&req.uid, event, reason)
         }
-        Decision::Deny(denials) => denied(&req.uid, summary, event, config, &namespace, &denials),
-        Decision::Inject(plan) => injected(&req.uid, summary, event, plan),
+        Decision::Deny(denials) => {
+            let environment = environment_of(config, namespace);
+            event.environment = environment;
+            denied(&req.uid, event, &denials)
+        }
+        Decision::Inject(plan) => injected(&req.uid, event, plan),
     }
 }
 
@@ -343,40 +349,25 @@ fn refused_response(uid: &str, code: u16, reason: &str, message: String) -> Admi
     r
 }
 
-fn skipped(uid: &str, summary: Summary, mut event: Event) -> Reviewed {
+fn skipped(uid: &str, mut event: Event, reason: String) -> Reviewed {
     event.outcome = Outcome::Skipped;
-    event.reason = Some(summary.reason.clone());
-    answer(
-        allowed_response(uid),
-        ReviewOutcome::Skipped,
-        summary,
-        event,
-    )
+    event.reason = Some(reason);
+    answer(allowed_response(uid), ReviewOutcome::Skipped, event)
 }
 
-fn invalid(uid: &str, mut summary: Summary, mut event: Event, message: String) -> Reviewed {
+fn invalid(uid: &str, mut event: Event, message: String) -> Reviewed {
     event.outcome = Outcome::Failure;
     event.reason = Some(format!("invalid review: {message}"));
-    let response = refused_response(uid, 400, "BadRequest", message.clone());
-    summary.reason = message;
-    answer(response, ReviewOutcome::Invalid, summary, event)
+    let response = refused_response(uid, 400, "BadRequest", message);
+    answer(response, ReviewOutcome::Invalid, event)
 }
 
-fn denied(
-    uid: &str,
-    mut summary: Summary,
-    mut event: Event,
-    config: &Config,
-    namespace: &str,
-    denials: &[Denial],
-) -> Reviewed {
+fn denied(uid: &str, mut event: Event, denials: &[Denial]) -> Reviewed {
     let message = join_denials(denials);
-    event.environment = environment_of(config, namespace);
     event.outcome = Outcome::Denied;
     event.reason = Some(message.clone());
-    summary.reason = message.clone();
     let response = refused_response(uid, 403, "Forbidden", message);
-    answer(response, ReviewOutcome::Denied, summary, event)
+    answer(response, ReviewOutcome::Denied, event)
 }
 
 /// The denials as one message: `"; "`-separated, each prefixed with its
@@ -395,7 +386,7 @@ pub fn join_denials(denials: &[Denial]) -> String {
     parts.join("; ")
 }
 
-fn injected(uid: &str, mut summary: Summary, mut event: Event, plan: Plan) -> Reviewed {
+fn injected(uid: &str, mut event: Event, plan: Plan) -> Reviewed {
     event.environment = Some(plan.environment.to_string());
     event.outcome = Outcome::Success;
     event.secrets = plan
@@ -426,12 +417,11 @@ fn injected(uid: &str, mut summary: Summary, mut event: Event, plan: Plan) -> Re
             .collect::<Vec<_>>()
             .into(),
     );
-    summary.reason = format!(
+    event.reason = Some(format!(
         "injected into {} container(s), environment {}",
         plan.containers.len(),
         plan.environment
-    );
-    event.reason = Some(summary.reason.clone());
+    ));
     let mut response = allowed_response(uid);
     if !plan.warnings.is_empty() {
         response.warnings = Some(plan.warnings.clone());
@@ -439,25 +429,20 @@ fn injected(uid: &str, mut summary: Summary, mut event: Event, plan: Plan) -> Re
     // The planner's JSON text is the patch (`with_patch` would serialise
     // a parsed copy again); `encode` adds its patchType.
     response.patch = Some(plan.patch.into_bytes());
-    answer(response, ReviewOutcome::Injected, summary, event)
+    answer(response, ReviewOutcome::Injected, event)
 }
 
-fn answer(
-    response: AdmissionResponse,
-    outcome: ReviewOutcome,
-    summary: Summary,
-    event: Event,
-) -> Reviewed {
+fn answer(response: AdmissionResponse, outcome: ReviewOutcome, event: Event) -> Reviewed {
     match encode(&response) {
         Ok(body) => Reviewed {
             status: StatusCode::OK,
             body,
             json: true,
             outcome,
-            summary,
             event: Some(event),
+            refusal: None,
         },
-        Err(_) => internal(summary, event, "cannot serialise the answer".to_owned()),
+        Err(_) => internal(event, "cannot serialise the answer"),
     }
 }
 
@@ -467,25 +452,21 @@ fn bad_request(reason: String) -> Reviewed {
         body: format!("{reason}\n").into_bytes(),
         json: false,
         outcome: ReviewOutcome::Invalid,
-        summary: Summary {
-            reason,
-            ..Summary::default()
-        },
         event: None,
+        refusal: Some(reason),
     }
 }
 
-fn internal(mut summary: Summary, mut event: Event, reason: String) -> Reviewed {
+fn internal(mut event: Event, reason: &str) -> Reviewed {
     event.outcome = Outcome::Failure;
     event.reason = Some(format!("internal error: {reason}"));
-    summary.reason = reason;
     Reviewed {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         body: b"internal error\n".to_vec(),
         json: false,
         outcome: ReviewOutcome::Error,
-        summary,
         event: Some(event),
+        refusal: None,
     }
 }
 
@@ -661,11 +642,7 @@ mod tests {
 
     #[test]
     fn an_internal_failure_is_http_500_with_an_audit_record() {
-        let r = internal(
-            Summary::default(),
-            Event::new(AUDIT_EVENT),
-            "boom".to_owned(),
-        );
+        let r = internal(Event::new(AUDIT_EVENT), "boom");
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(r.outcome, ReviewOutcome::Error);
         assert!(!r.json);

@@ -224,36 +224,39 @@ impl Injector {
     fn answer(&self, body: &[u8], started: Instant) -> HttpResponse {
         let reviewed = review(body, &self.inner.config);
         let took = started.elapsed();
-        let s = &reviewed.summary;
-        let uid = s.uid.as_deref().unwrap_or("-");
-        let namespace = s.namespace.as_deref().unwrap_or("-");
-        let name = s.name.as_deref().unwrap_or("-");
-        let operation = s.operation.as_deref().unwrap_or("-");
-        let outcome = reviewed.outcome.as_str();
-        match reviewed.outcome {
+        let r = &reviewed;
+        let uid = r.uid().unwrap_or("-");
+        let namespace = r.namespace().unwrap_or("-");
+        let name = r.name().unwrap_or("-");
+        let operation = r.operation().unwrap_or("-");
+        let outcome = r.outcome.as_str();
+        let reason = r.reason();
+        match r.outcome {
             ReviewOutcome::Error => {
-                tracing::error!(uid, namespace, name, operation, outcome, reason = %s.reason, "review failed")
+                tracing::error!(uid, namespace, name, operation, outcome, reason, "review failed")
             }
             ReviewOutcome::Invalid => {
-                tracing::info!(uid, namespace, name, operation, outcome, reason = %s.reason, "review refused")
+                tracing::info!(uid, namespace, name, operation, outcome, reason, "review refused")
             }
             ReviewOutcome::Denied => {
-                tracing::info!(uid, namespace, name, operation, outcome, reason = %s.reason, "review denied")
+                tracing::info!(uid, namespace, name, operation, outcome, reason, "review denied")
             }
             _ => {
-                tracing::debug!(uid, namespace, name, operation, outcome, reason = %s.reason, "review answered")
+                tracing::debug!(uid, namespace, name, operation, outcome, reason, "review answered")
             }
         }
-        if let Some(mut event) = reviewed.event {
+        let mut reviewed = reviewed;
+        if let Some(event) = &mut reviewed.event {
             event.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-            if let Err(e) = self.inner.audit.write(&event) {
+            if let Err(e) = self.inner.audit.write(event) {
                 self.inner.metrics.audit_failures(e.records);
+                let uid = reviewed.uid().unwrap_or("-");
                 tracing::error!(uid, records = e.records, error = %e.error, "cannot write audit records");
             }
         }
         self.inner
             .metrics
-            .review(reviewed.outcome, s.namespace.as_deref(), started.elapsed());
+            .review(reviewed.outcome, reviewed.namespace(), started.elapsed());
         let content_type = if reviewed.json {
             "application/json"
         } else {
