@@ -277,11 +277,7 @@ fn review_request(
         return invalid(&req.uid, event, message);
     }
     let Some(pod) = req.object else {
-        return invalid(
-            &req.uid,
-            event,
-            "the request has no object".to_owned(),
-        );
+        return invalid(&req.uid, event, "the request has no object".to_owned());
     };
     if event.pod.is_none() {
         event.pod = pod.name().map(str::to_owned);
@@ -295,11 +291,7 @@ fn review_request(
             .map(str::to_owned);
     }
     let Some(namespace) = event.namespace.as_deref() else {
-        return invalid(
-            &req.uid,
-            event,
-            "the request has no namespace".to_owned(),
-        );
+        return invalid(&req.uid, event, "the request has no namespace".to_owned());
     };
     let request = Request {
         namespace,

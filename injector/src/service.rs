@@ -233,16 +233,48 @@ impl Injector {
         let reason = r.reason();
         match r.outcome {
             ReviewOutcome::Error => {
-                tracing::error!(uid, namespace, name, operation, outcome, reason, "review failed")
+                tracing::error!(
+                    uid,
+                    namespace,
+                    name,
+                    operation,
+                    outcome,
+                    reason,
+                    "review failed"
+                )
             }
             ReviewOutcome::Invalid => {
-                tracing::info!(uid, namespace, name, operation, outcome, reason, "review refused")
+                tracing::info!(
+                    uid,
+                    namespace,
+                    name,
+                    operation,
+                    outcome,
+                    reason,
+                    "review refused"
+                )
             }
             ReviewOutcome::Denied => {
-                tracing::info!(uid, namespace, name, operation, outcome, reason, "review denied")
+                tracing::info!(
+                    uid,
+                    namespace,
+                    name,
+                    operation,
+                    outcome,
+                    reason,
+                    "review denied"
+                )
             }
             _ => {
-                tracing::debug!(uid, namespace, name, operation, outcome, reason, "review answered")
+                tracing::debug!(
+                    uid,
+                    namespace,
+                    name,
+                    operation,
+                    outcome,
+                    reason,
+                    "review answered"
+                )
             }
         }
         let mut reviewed = reviewed;
