@@ -109,6 +109,10 @@ struct State {
     pending: Vec<u8>,
     pending_records: u64,
     writing: bool,
+    /// Reviews waiting for room: the writer signals `room` only when there
+    /// are some (a condition variable's signal is a system call even when
+    /// nobody waits).
+    waiting: usize,
     spare: Vec<u8>,
 }
 
@@ -219,6 +223,7 @@ impl Stream {
                 pending: Vec::new(),
                 pending_records: 0,
                 writing: false,
+                waiting: 0,
                 spare: Vec::new(),
             }),
             room: Condvar::new(),
@@ -231,10 +236,12 @@ impl Stream {
         let text = EventText::new(Component::Injector, event).map_err(|e| lost(1, e))?;
         let mut state = lock(&self.state);
         while state.writing && state.pending.len() >= MAX_PENDING {
+            state.waiting += 1;
             state = self
                 .room
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
         let s = &mut *state;
         s.chain
@@ -250,8 +257,11 @@ impl Stream {
             let spare = std::mem::take(&mut state.spare);
             let mut batch = std::mem::replace(&mut state.pending, spare);
             let records = std::mem::take(&mut state.pending_records);
+            let waiting = state.waiting > 0;
             drop(state);
-            self.room.notify_all();
+            if waiting {
+                self.room.notify_all();
+            }
             let written = catch_unwind(AssertUnwindSafe(|| lock(&self.out).write_batch(&batch)))
                 .unwrap_or_else(|_| Err(std::io::Error::other("the audit writer panicked")));
             if let Err(e) = written {
@@ -315,6 +325,7 @@ mod tests {
     struct Slow {
         delay: std::time::Duration,
         writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        largest: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         bytes: std::sync::Arc<Mutex<Vec<u8>>>,
     }
 
@@ -323,6 +334,8 @@ mod tests {
             std::thread::sleep(self.delay);
             self.writes
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.largest
+                .fetch_max(buf.len(), std::sync::atomic::Ordering::SeqCst);
             self.bytes.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
@@ -336,6 +349,7 @@ mod tests {
         let out = Slow {
             delay: std::time::Duration::from_millis(2),
             writes: Default::default(),
+            largest: Default::default(),
             bytes: Default::default(),
         };
         let sink = std::sync::Arc::new(AuditSink::writer(Box::new(out.clone())));
@@ -368,6 +382,49 @@ mod tests {
         // batch instead of each taking its own write.
         let writes = out.writes.load(std::sync::atomic::Ordering::SeqCst);
         assert!(writes < 200, "{writes} writes for 200 records");
+    }
+
+    #[test]
+    fn reviews_wait_for_room_while_a_slow_write_holds_the_bound() {
+        let out = Slow {
+            delay: std::time::Duration::from_millis(5),
+            writes: Default::default(),
+            largest: Default::default(),
+            bytes: Default::default(),
+        };
+        let sink = std::sync::Arc::new(AuditSink::writer(Box::new(out.clone())));
+        // 4 x 60 records of about 2 KB: several times MAX_PENDING while
+        // one write sleeps.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..60 {
+                        let mut e = Event::new("review");
+                        e.pod = Some(format!("pod-{t}-{i}"));
+                        e.reason = Some("r".repeat(2000));
+                        sink.write(&e).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let bytes = out.bytes.lock().unwrap().clone();
+        assert!(bytes.len() > 4 * MAX_PENDING);
+        assert_eq!(sidekey_audit::verify(&bytes[..]).unwrap().records, 240);
+        // No batch was larger than the bound plus the lines of the reviews
+        // already past the check when it was reached (one per thread): the
+        // others waited.
+        let line = bytes.len() / 240;
+        let largest = out.largest.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(largest <= MAX_PENDING + 4 * (line + 100), "{largest}");
+        let Target::Stream(s) = &sink.target else {
+            unreachable!()
+        };
+        let state = lock(&s.state);
+        assert!(!state.writing && state.pending.is_empty() && state.waiting == 0);
     }
 
     struct Broken;
