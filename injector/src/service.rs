@@ -283,7 +283,18 @@ impl Injector {
             if let Err(e) = self.inner.audit.write(event) {
                 self.inner.metrics.audit_failures(e.records);
                 let uid = reviewed.uid().unwrap_or("-");
-                tracing::error!(uid, records = e.records, error = %e.error, "cannot write audit records");
+                let cause = std::error::Error::source(&e.error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                tracing::error!(
+                    uid,
+                    records = e.records,
+                    first_seq = e.first_seq,
+                    last_seq = e.last_seq,
+                    error = %e.error,
+                    cause,
+                    "cannot write audit records"
+                );
             }
         }
         self.inner
