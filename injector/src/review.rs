@@ -74,7 +74,8 @@ impl Reviewed {
         self.event.as_ref()?.extra.get("uid")?.as_str()
     }
 
-    /// The namespace: the request's, else the pod's.
+    /// The namespace as audited: the request's; once the pod is read and
+    /// the request has none, the pod's.
     pub fn namespace(&self) -> Option<&str> {
         self.event.as_ref()?.namespace.as_deref()
     }
