@@ -16,19 +16,27 @@
 //!   - fixed rate: 2,000 reviews/s (4 connections x 500/s) for
 //!     `SIDEKEY_BENCH_SECONDS` (default 5) after 2 s of warm-up;
 //!     p50/p99 from h2load's per-request log;
-//!   - maximum: 8 connections x 8 streams for the same time;
-//!   - the injector's maximum again with the same pod not opted in (the
-//!     planner's skip path: what the server costs without a patch);
+//!   - maximum: a sweep of the load's concurrency ([`LEVELS`]: 64 to
+//!     1,024 reviews in flight, as connections x streams), as fast as
+//!     each server answers, for the same time. A server's maximum is its
+//!     best level: with few reviews in flight the client waits on answers
+//!     and the CPUs idle (at 64 in flight both servers leave 10-15 % of
+//!     the machine unused), so one fixed level measures latency as much
+//!     as capacity, and the slower server more so;
+//!   - at each level, the injector again with the same pod not opted in
+//!     (the planner's skip path: what the server costs without a patch);
 //!   - the injector's peak RSS (VmHWM) after all runs;
 //!   - beside each run, the server process's CPU time (user + system,
 //!     from /proc) per request over h2load's measured window: the
 //!     baseline's is this process's (nothing else here runs meanwhile).
 //!
-//!   All five runs are repeated `SIDEKEY_BENCH_ROUNDS` times (default 3),
-//!   interleaved, and each figure is the median over the rounds: the
-//!   machines are shared, and a burst of load from elsewhere then hits the
-//!   baseline and the injector alike. Each round's own injector/baseline
-//!   ratio is printed too, with their median.
+//!   All runs are repeated `SIDEKEY_BENCH_ROUNDS` times (default 3),
+//!   interleaved (each level's baseline and injector runs back to back),
+//!   and each figure is the median over the rounds: the machines are
+//!   shared, and a burst of load from elsewhere then hits the baseline
+//!   and the injector alike. Each round's own ratio (its best injector
+//!   level over its best baseline level) is printed too, with their
+//!   median, and so is every level's ratio.
 //!
 //! Prints a table and one JSON line (`BENCH_JSON {...}`). Run without
 //! `--bench` (e.g. by `cargo test --benches`) it only says how to run it.
@@ -55,6 +63,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Requests per second at the fixed rate, and how it is split.
 const RATE: u32 = 2_000;
 const RATE_CLIENTS: u32 = 4;
+/// The maximum's concurrency sweep: (connections, streams per connection).
+/// Streams stay below the servers' limit of 250 per connection.
+const LEVELS: [(u32, u32); 4] = [(8, 8), (8, 32), (16, 32), (16, 64)];
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -138,79 +149,76 @@ fn run() -> Result<(), String> {
         review.len(),
         canned.len()
     );
-    let fixed_args = [
-        "-c".to_owned(),
-        RATE_CLIENTS.to_string(),
-        "-m".to_owned(),
-        "1".to_owned(),
-        "--rps".to_owned(),
-        (RATE / RATE_CLIENTS).to_string(),
-    ];
-    let max_args = ["-c", "8", "-m", "8"].map(str::to_owned);
+    let (rate_clients, rate_each) = (RATE_CLIENTS.to_string(), (RATE / RATE_CLIENTS).to_string());
+    let fixed_args = ["-c", &rate_clients, "-m", "1", "--rps", &rate_each];
     let baseline_url = format!("https://127.0.0.1:{}/mutate", baseline_addr.port());
     let injector_url = format!("https://127.0.0.1:{}/mutate", injector_addr.port());
-    // (label, url, body, h2load options); each round runs them all in turn,
-    // so a burst of load from elsewhere hits both servers alike.
     // The baseline serves from this process.
     let own_pid = std::process::id();
-    let plan: [(&str, &str, &Path, &[String], u32); 5] = [
-        (
-            "baseline fixed",
-            &baseline_url,
-            &body_path,
-            &fixed_args,
-            own_pid,
-        ),
-        (
-            "injector fixed",
-            &injector_url,
-            &body_path,
-            &fixed_args,
-            pid,
-        ),
-        (
-            "baseline max",
-            &baseline_url,
-            &body_path,
-            &max_args,
-            own_pid,
-        ),
-        ("injector max", &injector_url, &body_path, &max_args, pid),
-        (
-            "injector skip max",
-            &injector_url,
-            &skip_path,
-            &max_args,
-            pid,
-        ),
-    ];
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); plan.len()];
+    // Each round runs the fixed rate on both servers, then each level on
+    // the baseline, the injector and the skip path back to back, so a
+    // burst of load from elsewhere hits both servers alike.
+    let mut fixed: [Vec<Run>; 2] = Default::default();
+    // sweep[level][0 baseline, 1 injector, 2 skip path]: one run per round.
+    let mut sweep: Vec<[Vec<Run>; 3]> = vec![Default::default(); LEVELS.len()];
     for round in 1..=rounds {
-        for (i, (label, url, body, args, server)) in plan.iter().enumerate() {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let run = h2load(url, body, dir.path(), &args, seconds, *server)?;
-            eprintln!(
-                "round {round}/{rounds} {label:<18} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  server CPU {:.1} us/req",
-                run.rps, run.p50_ms, run.p99_ms, run.cpu_us
-            );
-            runs[i].push(run);
+        for (i, (label, url, server)) in [
+            ("baseline", &baseline_url, own_pid),
+            ("injector", &injector_url, pid),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = h2load(url, &body_path, dir.path(), &fixed_args, seconds, server)?;
+            report(round, rounds, &format!("{label} {RATE}/s"), &run);
+            fixed[i].push(run);
+        }
+        for (level, &(conns, streams)) in LEVELS.iter().enumerate() {
+            let (conns_text, streams_text) = (conns.to_string(), streams.to_string());
+            let args = ["-c", &conns_text, "-m", &streams_text];
+            for (i, (label, url, body, server)) in [
+                ("baseline", &baseline_url, &body_path, own_pid),
+                ("injector", &injector_url, &body_path, pid),
+                ("skip path", &injector_url, &skip_path, pid),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let run = h2load(url, body, dir.path(), &args, seconds, server)?;
+                report(round, rounds, &format!("{label} {conns}x{streams}"), &run);
+                sweep[level][i].push(run);
+            }
         }
     }
-    let [base_fixed, inj_fixed, base_max, inj_max, skip_max] =
-        [0, 1, 2, 3, 4].map(|i| Run::median(&runs[i]));
-    let results = [
-        ("baseline", base_fixed, base_max),
-        ("injector", inj_fixed, inj_max),
-    ];
-    let rss_peak = vm_kb(pid, "VmHWM").unwrap_or(0);
-    let ratio = inj_max.rps / base_max.rps;
-    // Each round's own ratio: the two runs sit next to each other, so a
-    // slow spell of the shared machine touches both (shown beside the
-    // headline, which stays the ratio of the medians).
-    let mut round_ratios: Vec<f64> = runs[3]
+    let [base_fixed, inj_fixed] = [0, 1].map(|i| Run::median(&fixed[i]));
+    let medians: Vec<[Run; 3]> = sweep
         .iter()
-        .zip(&runs[2])
-        .map(|(inj, base)| inj.rps / base.rps)
+        .map(|runs| [0, 1, 2].map(|i| Run::median(&runs[i])))
+        .collect();
+    // Each server's maximum: its best level (by median throughput).
+    let best = |i: usize| {
+        (0..LEVELS.len())
+            .max_by(|&a, &b| medians[a][i].rps.total_cmp(&medians[b][i].rps))
+            .unwrap()
+    };
+    let [base_level, inj_level, skip_level] = [0, 1, 2].map(best);
+    let base_max = medians[base_level][0];
+    let inj_max = medians[inj_level][1];
+    let skip_max = medians[skip_level][2];
+    let ratio = inj_max.rps / base_max.rps;
+    // Each round's own ratio: its best injector level over its best
+    // baseline level, measured minutes apart at most (shown beside the
+    // headline, which stays the ratio of the medians).
+    let mut round_ratios: Vec<f64> = (0..rounds as usize)
+        .map(|r| {
+            let top = |i: usize| {
+                sweep
+                    .iter()
+                    .map(|runs| runs[i][r].rps)
+                    .fold(0.0_f64, f64::max)
+            };
+            top(1) / top(0)
+        })
         .collect();
     let rounds_text = round_ratios
         .iter()
@@ -219,21 +227,52 @@ fn run() -> Result<(), String> {
         .join(", ");
     round_ratios.sort_by(f64::total_cmp);
     let round_ratio_median = round_ratios[round_ratios.len() / 2];
+    let level_name = |l: usize| format!("{}x{}", LEVELS[l].0, LEVELS[l].1);
+    let rss_peak = vm_kb(pid, "VmHWM").unwrap_or(0);
 
     println!();
-    println!("| server   | rate 2k/s: achieved | p50 ms | p99 ms | max: req/s | p50 ms | p99 ms | server CPU us/req at max |");
-    println!("|----------|---------------------|--------|--------|------------|--------|--------|--------------------------|");
-    for (name, fixed, max) in &results {
+    println!("Fixed rate, {RATE} reviews/s ({RATE_CLIENTS} connections, one stream each):");
+    println!();
+    println!("| server   | achieved req/s | p50 ms | p99 ms | server CPU us/req |");
+    println!("|----------|----------------|--------|--------|-------------------|");
+    for (name, run) in [("baseline", base_fixed), ("injector", inj_fixed)] {
         println!(
-            "| {name:<8} | {:>19.0} | {:>6.3} | {:>6.3} | {:>10.0} | {:>6.3} | {:>6.3} | {:>24.1} |",
-            fixed.rps, fixed.p50_ms, fixed.p99_ms, max.rps, max.p50_ms, max.p99_ms, max.cpu_us
+            "| {name:<8} | {:>14.0} | {:>6.3} | {:>6.3} | {:>17.1} |",
+            run.rps, run.p50_ms, run.p99_ms, run.cpu_us
         );
     }
-    println!(
-        "| injector, pod not opted in (skip path)         | {:>10.0} | {:>6.3} | {:>6.3} | {:>24.1} |",
-        skip_max.rps, skip_max.p50_ms, skip_max.p99_ms, skip_max.cpu_us
-    );
     println!();
+    println!("As fast as each server answers, by reviews in flight (connections x streams):");
+    println!();
+    println!("| in flight | baseline req/s | CPU us/req | p99 ms | injector req/s | CPU us/req | p99 ms | injector/baseline | skip path req/s | CPU us/req |");
+    println!("|-----------|----------------|------------|--------|----------------|------------|--------|-------------------|-----------------|------------|");
+    for (l, [base, inj, skip]) in medians.iter().enumerate() {
+        println!(
+            "| {:>9} | {:>14.0} | {:>10.1} | {:>6.2} | {:>14.0} | {:>10.1} | {:>6.2} | {:>16.1} % | {:>15.0} | {:>10.1} |",
+            level_name(l),
+            base.rps,
+            base.cpu_us,
+            base.p99_ms,
+            inj.rps,
+            inj.cpu_us,
+            inj.p99_ms,
+            inj.rps / base.rps * 100.0,
+            skip.rps,
+            skip.cpu_us
+        );
+    }
+    println!();
+    println!(
+        "maximum: baseline {:.0} req/s ({} in flight, {:.1} us CPU/req), injector {:.0} req/s ({}, {:.1} us), skip path {:.0} req/s ({})",
+        base_max.rps,
+        level_name(base_level),
+        base_max.cpu_us,
+        inj_max.rps,
+        level_name(inj_level),
+        inj_max.cpu_us,
+        skip_max.rps,
+        level_name(skip_level)
+    );
     println!(
         "injector / baseline max throughput: {:.1} % (target >= 70 %); per round: {rounds_text} (median {:.1} %)",
         ratio * 100.0,
@@ -248,18 +287,32 @@ fn run() -> Result<(), String> {
         rss_idle as f64 / 1024.0,
         rss_peak as f64 / 1024.0
     );
+    let level_json = |l: usize, run: &Run| {
+        serde_json::json!({"connections": LEVELS[l].0, "streams": LEVELS[l].1,
+            "rps": run.rps, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "cpu_us_per_req": run.cpu_us})
+    };
+    let sweep_json: Vec<serde_json::Value> = medians
+        .iter()
+        .enumerate()
+        .map(|(l, [base, inj, skip])| {
+            serde_json::json!({"baseline": level_json(l, base), "injector": level_json(l, inj),
+                "injector_skip_path": level_json(l, skip)})
+        })
+        .collect();
     println!(
         "BENCH_JSON {}",
         serde_json::json!({
             "review_bytes": review.len(),
             "seconds": seconds,
             "rounds": rounds,
+            "fixed_rate": RATE,
             "baseline": {"fixed_rps": base_fixed.rps, "fixed_p50_ms": base_fixed.p50_ms, "fixed_p99_ms": base_fixed.p99_ms,
-                          "max_rps": base_max.rps, "max_p99_ms": base_max.p99_ms, "max_cpu_us_per_req": base_max.cpu_us},
+                          "max": level_json(base_level, &base_max)},
             "injector": {"fixed_rps": inj_fixed.rps, "fixed_p50_ms": inj_fixed.p50_ms, "fixed_p99_ms": inj_fixed.p99_ms,
-                          "max_rps": inj_max.rps, "max_p99_ms": inj_max.p99_ms, "max_cpu_us_per_req": inj_max.cpu_us,
+                          "max": level_json(inj_level, &inj_max),
                           "rss_idle_kb": rss_idle, "rss_peak_kb": rss_peak},
-            "injector_skip_path": {"max_rps": skip_max.rps, "max_p99_ms": skip_max.p99_ms, "max_cpu_us_per_req": skip_max.cpu_us},
+            "injector_skip_path": {"max": level_json(skip_level, &skip_max)},
+            "sweep": sweep_json,
             "max_ratio": ratio,
             "max_ratio_rounds_median": round_ratio_median,
         })
@@ -378,6 +431,14 @@ async fn start_baseline(leaf: &common::Leaf, canned: Bytes) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Prints one run's figures as it ends (stderr: progress, not results).
+fn report(round: u32, rounds: u32, label: &str, run: &Run) {
+    eprintln!(
+        "round {round}/{rounds} {label:<20} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  server CPU {:.1} us/req",
+        run.rps, run.p50_ms, run.p99_ms, run.cpu_us
+    );
 }
 
 /// One h2load run's figures.
