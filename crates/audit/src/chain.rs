@@ -11,8 +11,9 @@ use crate::record::{
     hash_into, line_hash, write_stamped, Component, Event, EventText, Record, GENESIS,
 };
 
-/// The longest last line (without its newline) [`append_to_file`] reads to
-/// continue a file's chain.
+/// How many bytes [`append_to_file`] reads at a time, backwards from the
+/// end, to find the last line of a file and continue its chain (a longer
+/// line takes several reads).
 pub const TAIL_WINDOW: u64 = 64 * 1024;
 
 /// A hash-chained writer for one stream. The `prev` of each record is the
@@ -199,12 +200,13 @@ impl Chain {
 /// Appends one record to a file that several processes may share.
 ///
 /// Opens `path` with O_APPEND|O_CREAT (mode 0600 on unix when created), takes
-/// an exclusive [`File::lock`], reads the last line (from the last
-/// [`TAIL_WINDOW`] bytes) to continue the chain, writes, and unlocks.
+/// an exclusive [`File::lock`], reads the last line (whatever its length,
+/// [`TAIL_WINDOW`] bytes at a time from the end) to continue the chain,
+/// writes, and unlocks.
 ///
 /// Refuses to write (rather than fork the chain) when the file does not end
-/// with a newline (an interrupted write), when its last line is not a record,
-/// or when that line is longer than [`TAIL_WINDOW`].
+/// with a newline (an interrupted write) or when its last line is not a
+/// record.
 pub fn append_to_file(
     path: &Path,
     component: Component,
@@ -275,6 +277,11 @@ fn append_locked(
 }
 
 /// The last line of `file` without its newline; `None` for an empty file.
+///
+/// The tail is read backwards in [`TAIL_WINDOW`] steps until the newline
+/// before the last line (or the start of the file) is found, so a line of
+/// any length resumes the chain: a record is never refused because the one
+/// before it was long.
 fn read_last_line(path: &Path, mut file: &File) -> Result<Option<String>, AuditError> {
     let read_err = |source| AuditError::ReadTail {
         path: path.to_owned(),
@@ -288,23 +295,48 @@ fn read_last_line(path: &Path, mut file: &File) -> Result<Option<String>, AuditE
     if len == 0 {
         return Ok(None);
     }
-    // A line that fills the window, with the newlines before and after it.
-    let start = len.saturating_sub(TAIL_WINDOW + 2);
-    file.seek(SeekFrom::Start(start)).map_err(read_err)?;
-    let mut tail = Vec::new();
-    file.take(len - start)
-        .read_to_end(&mut tail)
-        .map_err(read_err)?;
-    let Some(body) = tail.strip_suffix(b"\n") else {
+    let mut read_at = |at: u64, buf: &mut Vec<u8>, n: u64| -> Result<(), AuditError> {
+        buf.clear();
+        file.seek(SeekFrom::Start(at)).map_err(read_err)?;
+        (&mut file).take(n).read_to_end(buf).map_err(read_err)?;
+        if buf.len() as u64 != n {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while its tail was read",
+            )));
+        }
+        Ok(())
+    };
+    let mut chunk = Vec::new();
+    read_at(len - 1, &mut chunk, 1)?;
+    if chunk != b"\n" {
         return Err(tail_err(
             "the file does not end with a newline (an interrupted write?)",
         ));
+    }
+    // Backwards from the final newline, a window at a time, to the newline
+    // that ends the line before (or the start of the file).
+    let body_end = len - 1;
+    let mut end = body_end;
+    let line_start = loop {
+        let start = end.saturating_sub(TAIL_WINDOW);
+        read_at(start, &mut chunk, end - start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
     };
-    let last = match body.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &body[i + 1..],
-        None if start == 0 => body,
-        None => return Err(tail_err("the last line is longer than 64 KiB")),
-    };
-    let last = std::str::from_utf8(last).map_err(|_| tail_err("the last line is not UTF-8"))?;
-    Ok(Some(last.to_owned()))
+    let line_len = body_end - line_start;
+    if line_len <= chunk.len() as u64 && end == body_end {
+        // Found within the first window: the line is the chunk's end.
+        let from = chunk.len() - line_len as usize;
+        chunk.drain(..from);
+    } else {
+        read_at(line_start, &mut chunk, line_len)?;
+    }
+    let last = String::from_utf8(chunk).map_err(|_| tail_err("the last line is not UTF-8"))?;
+    Ok(Some(last))
 }

@@ -99,20 +99,38 @@ fn a_long_last_line_within_the_window_resumes() {
     append_to_file(&path, Component::Cli, event("put", 3)).unwrap();
     assert_eq!(verify_file(&path).unwrap().records, 4);
 
-    // One byte more and the tail can no longer be found.
-    let mut e = event("put", 4);
-    e.extra.insert(
-        "pad".to_owned(),
-        "p".repeat(TAIL_WINDOW as usize - len + 1).into(),
-    );
+    // One byte more, and lines of 100 KiB and 300 KiB (several windows):
+    // the next append still finds the last line and continues the chain.
+    for (i, pad) in [
+        TAIL_WINDOW as usize - len + 1,
+        100 * 1024,
+        300 * 1024 + 7,
+        2 * TAIL_WINDOW as usize,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = event("put", 10 + i);
+        e.extra.insert("pad".to_owned(), "p".repeat(pad).into());
+        append_to_file(&path, Component::Cli, e).unwrap();
+        let r = append_to_file(&path, Component::Cli, event("put", 20 + i)).unwrap();
+        assert_eq!(r.seq, 6 + 2 * i as u64);
+    }
+    assert_eq!(verify_file(&path).unwrap().records, 12);
+}
+
+#[test]
+fn a_file_whose_only_line_is_long_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut e = event("put", 0);
+    e.extra
+        .insert("pad".to_owned(), "p".repeat(100 * 1024).into());
     append_to_file(&path, Component::Cli, e).unwrap();
-    let err = append_to_file(&path, Component::Cli, event("put", 5)).unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("the last line is longer than 64 KiB"),
-        "{err}"
-    );
-    assert_eq!(verify_file(&path).unwrap().records, 5);
+    let r = append_to_file(&path, Component::Injector, event("review", 1)).unwrap();
+    assert_eq!(r.seq, 2);
+    let summary = verify_file(&path).unwrap();
+    assert_eq!(summary.records, 2);
 }
 
 #[test]
