@@ -4,8 +4,8 @@
 //! The layout is kubelet's `AtomicWriter`'s (Secret and ConfigMap volumes):
 //!
 //! ```text
-//! DIR/..2026_11_26_10_00_00.123456789.1/   one generation: every file, mode 0400 (0440 with a group), dir 0500 (0550)
-//! DIR/..data -> ..2026_11_26_10_00_00.123456789.1
+//! DIR/..1764842400.123456789.7.1/          one generation (..SECONDS.NANOS.PID.SERIAL): every file, mode 0400 (0440 with a group), dir 0500 (0550)
+//! DIR/..data -> ..1764842400.123456789.7.1
 //! DIR/DB_PASSWORD -> ..data/DB_PASSWORD   (per-key; or secrets.env / secrets.json)
 //! DIR/..ready                              once the first set is written (the startup probe's file)
 //! ```
@@ -49,7 +49,8 @@ pub enum Format {
     /// One file per variable, named after it, holding exactly the value.
     #[default]
     PerKey,
-    /// `secrets.env`: `KEY="escaped value"` lines (as `sidekey export`).
+    /// `secrets.env`: `KEY='value'` lines, literal in a shell and in dotenv
+    /// readers (as `sidekey export`); a value with no inert form is refused.
     Dotenv,
     /// `secrets.json`: one object, variable to value.
     Json,
@@ -87,6 +88,16 @@ pub enum FilesError {
         /// The format.
         format: &'static str,
     },
+    /// A value has no dotenv form that every reader takes literally.
+    #[error("{parameter}: the value of {var} cannot be written as dotenv: {refusal}")]
+    NoDotenvForm {
+        /// The variable.
+        var: String,
+        /// The parameter it came from.
+        parameter: String,
+        /// The rule (never the value).
+        refusal: sidekey_model::dotenv::DotenvRefusal,
+    },
     /// A name in the directory is in the way.
     #[error("{}: exists and is not a symlink this agent made; refusing to replace it", .path.display())]
     InTheWay {
@@ -112,7 +123,7 @@ impl FilesError {
     pub fn exit_code(&self) -> u8 {
         match self {
             FilesError::NotMemory { .. } | FilesError::Dir { .. } => 64,
-            FilesError::NotText { .. } => 65,
+            FilesError::NotText { .. } | FilesError::NoDotenvForm { .. } => 65,
             FilesError::InTheWay { .. } | FilesError::Io { .. } => 73,
         }
     }
@@ -191,12 +202,18 @@ pub fn render(secrets: &[Delivered], format: Format) -> Result<Rendered, FilesEr
             // copies of values in freed memory.
             let cap = secrets
                 .iter()
-                .map(|d| d.var.len() + 4 + 2 * d.got.value.len())
+                .map(|d| sidekey_model::dotenv::line_len(&d.var, "") + d.got.value.len())
                 .sum();
             let mut out = Zeroizing::new(Vec::with_capacity(cap));
             for d in secrets {
                 let text = utf8(d, "dotenv")?;
-                dotenv_line(&mut out, &d.var, text);
+                sidekey_model::dotenv::write_line(&mut out, &d.var, text).map_err(|refusal| {
+                    FilesError::NoDotenvForm {
+                        var: d.var.clone(),
+                        parameter: d.got.path.to_string(),
+                        refusal,
+                    }
+                })?;
             }
             Ok(vec![(DOTENV_FILE.to_owned(), out)])
         }
@@ -229,24 +246,6 @@ fn utf8<'a>(d: &'a Delivered, format: &'static str) -> Result<&'a str, FilesErro
         parameter: d.got.path.to_string(),
         format,
     })
-}
-
-/// `KEY="escaped value"\n`, the escapes `sidekey export` writes and
-/// `sidekey import` reads.
-fn dotenv_line(out: &mut Vec<u8>, key: &str, value: &str) {
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"=\"");
-    for b in value.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b => out.push(b),
-        }
-    }
-    out.extend_from_slice(b"\"\n");
 }
 
 /// A JSON string literal, escaped by hand into `out` (no intermediate
@@ -319,11 +318,15 @@ impl AtomicDir {
         &self.dir
     }
 
-    /// The generation `..data` names now.
+    /// The generation `..data` names now: only a name of the form this
+    /// agent writes (see [`is_generation`]), never a path. Whoever else can
+    /// write the directory cannot make the agent keep or remove anything
+    /// outside it by pointing `..data` elsewhere.
     fn current(&self) -> Option<String> {
         fs::read_link(self.dir.join(DATA_LINK))
             .ok()
-            .map(|t| t.to_string_lossy().into_owned())
+            .and_then(|t| t.to_str().map(str::to_owned))
+            .filter(|t| is_generation(t))
     }
 
     fn modes(&self) -> (u32, u32) {
@@ -397,7 +400,7 @@ impl AtomicDir {
                 }
             }
         }
-        if let Some(old) = old.filter(|o| *o != generation && o.starts_with("..")) {
+        if let Some(old) = old.filter(|o| *o != generation) {
             remove_any(&self.dir.join(old))?;
         }
         Ok(())
@@ -449,6 +452,20 @@ impl AtomicDir {
     }
 }
 
+/// Whether `name` is a generation directory's name as [`AtomicDir::write`]
+/// makes it: `..SECONDS.NANOS.PID.SERIAL`, digits and dots only, so never a
+/// path.
+fn is_generation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("..") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Removes a file, symlink or generation directory (made writable first:
 /// generations are read-only).
 fn remove_any(path: &Path) -> Result<(), FilesError> {
@@ -481,10 +498,21 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_escapes_like_the_cli() {
-        let mut out = Vec::new();
-        dotenv_line(&mut out, "K", "a\"b\\c\nd$e");
-        assert_eq!(out, b"K=\"a\\\"b\\\\c\\nd$e\"\n");
+    fn only_generation_names_are_generations() {
+        assert!(is_generation("..1764842400.123456789.42.1"));
+        for name in [
+            "..data",
+            "..",
+            "../../etc",
+            "..1.2.3",
+            "..1.2.3.4/..",
+            "..1.2.3.x",
+            "/tmp/..1.2.3.4",
+            "..1.2.3.4.5",
+            "1.2.3.4",
+        ] {
+            assert!(!is_generation(name), "{name}");
+        }
     }
 
     #[test]

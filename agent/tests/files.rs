@@ -123,9 +123,10 @@ fn dotenv_and_json_formats() {
     let ran = init(&mut w, &dotenv_dir, &["--format", "dotenv"], &env);
     assert_eq!(ran.status, 0, "{}", ran.stderr_str());
     let text = std::fs::read(dotenv_dir.join("secrets.env")).expect("dotenv");
+    // Single quotes: literal in a shell and in every dotenv reader.
     assert_eq!(
         text,
-        b"DB_PASSWORD=\"db-pass \\\"quoted\\\"\\nline2\\\\end\"\nPLAIN=\"plain-value-123\"\n"
+        b"DB_PASSWORD='db-pass \"quoted\"\nline2\\end'\nPLAIN='plain-value-123'\n"
     );
     assert_eq!(mode(&dotenv_dir.join("..data/secrets.env")), 0o400);
 
@@ -148,6 +149,22 @@ fn dotenv_and_json_formats() {
     let ran = init(&mut w, &bad_dir, &["--format", "json"], &env);
     assert_eq!(ran.status, 65, "{}", ran.stderr_str());
     assert!(ran.stderr_str().contains("RAW is not valid UTF-8"));
+
+    // A value that no dotenv quoting carries inertly is refused, named by
+    // its parameter and the rule; nothing is written.
+    w.put("dev", "mixed", "MIXED", b"it's $(touch pwned) mixed");
+    let env = w.agent_env("dev", "mixed", "");
+    let mixed_dir = tmp.path().join("mixed");
+    std::fs::create_dir(&mixed_dir).expect("mkdir");
+    let ran = init(&mut w, &mixed_dir, &["--format", "dotenv"], &env);
+    assert_eq!(ran.status, 65, "{}", ran.stderr_str());
+    assert!(
+        ran.stderr_str()
+            .contains("MIXED cannot be written as dotenv"),
+        "{}",
+        ran.stderr_str()
+    );
+    assert!(!mixed_dir.join("secrets.env").exists());
     assert!(!files::is_ready(&bad_dir));
 }
 
@@ -294,5 +311,43 @@ fn readers_never_see_a_partial_or_mixed_set_during_swaps() {
         let (whole, vanished) = reader.join().expect("reader");
         eprintln!("{format:?}: {whole} whole sets read, {vanished} retries, 300 swaps");
         assert!(whole > 0);
+    }
+}
+
+/// Whoever else can write the directory points `..data` at a path outside
+/// it: the agent replaces the link and removes nothing but its own
+/// generations (it used to remove whatever `..data` named).
+#[test]
+fn a_foreign_data_link_is_never_followed_when_the_old_set_is_removed() {
+    let Some(tmp) = tmpfs_dir() else { return };
+    let mut w = World::new(Kind::Local);
+    w.put("dev", "api", "TOKEN", b"token-value-for-the-swap");
+    let env = w.agent_env("dev", "api", "");
+    let dir = tmp.path().join("secrets");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir(&victim).expect("mkdir");
+    std::fs::write(victim.join("keep"), b"must survive").expect("write");
+    for target in ["../victim", "..1.2.3.4/../../victim"] {
+        let link = dir.join("..data");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).expect("symlink");
+        let ran = init(&mut w, &dir, &[], &env);
+        assert_eq!(ran.status, 0, "{target}: {}", ran.stderr_str());
+        assert_eq!(
+            std::fs::read(victim.join("keep")).expect("the victim survives"),
+            b"must survive",
+            "{target}"
+        );
+        let now = std::fs::read_link(&link).expect("..data");
+        assert!(
+            now.to_str()
+                .is_some_and(|t| t.starts_with("..") && !t.contains('/')),
+            "{now:?}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join("TOKEN")).expect("read"),
+            b"token-value-for-the-swap"
+        );
     }
 }

@@ -146,7 +146,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         dotenv: PathBuf,
     },
-    /// Print every secret of a service as dotenv or JSON (values on stdout)
+    /// Print every secret of a service as dotenv or JSON (values on stdout, only once audited)
+    ///
+    /// dotenv lines are KEY='value' (or KEY="value" for a value with a ') and read
+    /// literally by a POSIX shell and the common dotenv readers; a value with no
+    /// such form (${, a carriage return, ' mixed with $ ` " \) is refused: use
+    /// --format json.
     Export {
         env: String,
         service: String,

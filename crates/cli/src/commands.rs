@@ -366,20 +366,21 @@ impl Ctx {
             return Ok(());
         }
         let mut pending = self.pending("reveal", env);
-        let result = match self.store.get(env, service, key, selector).await {
-            Ok(revealed) => {
-                pending.secret(service.as_str(), key.as_str(), Some(revealed.version));
-                let mut out = std::io::stdout().lock();
-                out.write_all(revealed.value.expose())
-                    .and_then(|()| out.flush())
-                    .map_err(|e| Failure::failed(format!("cannot write to standard output: {e}")))
-            }
+        let revealed = match self.store.get(env, service, key, selector).await {
+            Ok(revealed) => revealed,
             Err(e) => {
                 pending.secret(service.as_str(), key.as_str(), None);
-                Err(store_failure(e))
+                return self.close(pending, Err(store_failure(e)));
             }
         };
-        self.close(pending, result)
+        pending.secret(service.as_str(), key.as_str(), Some(revealed.version));
+        // The record first: a value is shown only once its reveal is on the
+        // audit trail; if the record cannot be written, nothing is printed.
+        self.close(pending, Ok(()))?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(revealed.value.expose())
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::failed(format!("cannot write to standard output: {e}")))
     }
 
     async fn list(&mut self, env: &Environment, service: Option<&Service>) -> Result<(), Failure> {
@@ -577,38 +578,72 @@ impl Ctx {
         format: ExportFormat,
     ) -> Result<(), Failure> {
         let mut pending = self.pending("export", env);
-        let result = self.export_inner(env, service, format, &mut pending).await;
-        self.close(pending, result)
+        let rendered = self.render_export(env, service, format, &mut pending).await;
+        let mut out = match rendered {
+            Ok(out) => out,
+            Err(e) => return self.close(pending, Err(e)),
+        };
+        // The record first: values are printed only once the export is on
+        // the audit trail; if the record cannot be written, nothing is.
+        if let Err(e) = self.close(pending, Ok(())) {
+            zeroize_vec(&mut out);
+            return Err(e);
+        }
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout.write_all(&out).and_then(|()| stdout.flush());
+        // The buffer held values: wipe it.
+        zeroize_vec(&mut out);
+        written.map_err(|e| Failure::failed(format!("cannot write to standard output: {e}")))
     }
 
-    async fn export_inner(
+    /// The export's bytes, or why there are none (nothing half-rendered
+    /// is kept: a buffer given up is wiped).
+    async fn render_export(
         &mut self,
         env: &Environment,
         service: &Service,
         format: ExportFormat,
         pending: &mut Pending,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<u8>, Failure> {
         let values = self
             .store
             .read_service(env, service)
             .await
             .map_err(store_failure)?;
-        let mut out: Vec<u8> = Vec::new();
+        // Room for every line up front: a growing buffer would leave copies
+        // of values in freed memory.
+        let mut out: Vec<u8> = Vec::with_capacity(
+            values
+                .iter()
+                .map(|r| sidekey_model::dotenv::line_len(r.path.key().as_str(), "") + r.value.len())
+                .sum(),
+        );
         let mut object = serde_json::Map::new();
+        let mut failure = None;
         for r in &values {
             pending.secret(service.as_str(), r.path.key().as_str(), Some(r.version));
-            let text = r.value.expose_str().ok_or_else(|| {
-                Failure::failed(format!(
+            let Some(text) = r.value.expose_str() else {
+                failure = Some(Failure::failed(format!(
                     "{} is not UTF-8 text and cannot be exported as {}: read it with `sidekey get --reveal`",
                     r.path,
                     match format {
                         ExportFormat::Dotenv => "dotenv",
                         ExportFormat::Json => "JSON",
                     }
-                ))
-            })?;
+                )));
+                break;
+            };
             match format {
-                ExportFormat::Dotenv => dotenv::write_line(&mut out, r.path.key().as_str(), text),
+                ExportFormat::Dotenv => {
+                    if let Err(refusal) = dotenv::write_line(&mut out, r.path.key().as_str(), text)
+                    {
+                        failure = Some(Failure::failed(format!(
+                            "{}: {refusal} (--format json)",
+                            r.path
+                        )));
+                        break;
+                    }
+                }
                 ExportFormat::Json => {
                     object.insert(
                         r.path.key().to_string(),
@@ -617,20 +652,28 @@ impl Ctx {
                 }
             }
         }
-        if format == ExportFormat::Json {
-            out = serde_json::to_vec_pretty(&object).map_err(|e| Failure::failed(e.to_string()))?;
-            out.push(b'\n');
+        if failure.is_none() && format == ExportFormat::Json {
+            match serde_json::to_vec_pretty(&object) {
+                Ok(mut json) => {
+                    json.push(b'\n');
+                    zeroize_vec(&mut out);
+                    out = json;
+                }
+                Err(e) => failure = Some(Failure::failed(e.to_string())),
+            }
         }
-        let mut stdout = std::io::stdout().lock();
-        let written = stdout.write_all(&out).and_then(|()| stdout.flush());
-        // The buffer held values: wipe it.
-        zeroize_vec(&mut out);
         for v in object.values_mut() {
             if let serde_json::Value::String(s) = v {
                 zeroize_string(s);
             }
         }
-        written.map_err(|e| Failure::failed(format!("cannot write to standard output: {e}")))
+        match failure {
+            Some(f) => {
+                zeroize_vec(&mut out);
+                Err(f)
+            }
+            None => Ok(out),
+        }
     }
 
     async fn exec(

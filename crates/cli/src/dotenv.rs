@@ -1,8 +1,9 @@
 //! The dotenv format of `import` and `export`.
 //!
-//! Written: `KEY="value"`, one per line, sorted, with `\\`, `\"`, `\n`,
-//! `\r` and `\t` escaped inside double quotes, so any UTF-8 value
-//! (quotes, `=`, `#`, newlines) round-trips.
+//! Written by [`sidekey_model::dotenv::write_line`]: `KEY='value'`, or
+//! `KEY="value"` for a value with a single quote, one per line, sorted,
+//! literal in a POSIX shell and in the common dotenv readers; a value that
+//! no quoting carries inertly is refused (see that module).
 //! Read: blank lines and `#` comments; an optional `export ` before the
 //! key; values double-quoted (with the escapes above, `\$` too), single-quoted
 //! (literal, may span lines), or bare (trimmed, ending at ` #`).
@@ -172,25 +173,7 @@ fn expect_line_end(chars: &[char], i: &mut usize, line: usize) -> Result<(), Dot
     Ok(())
 }
 
-/// Appends `KEY="escaped value"\n` to `out`.
-pub fn write_line(out: &mut Vec<u8>, key: &str, value: &str) {
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '"' => out.extend_from_slice(b"\\\""),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.extend_from_slice(b"\"\n");
-}
+pub use sidekey_model::dotenv::write_line;
 
 #[cfg(test)]
 mod tests {
@@ -198,7 +181,7 @@ mod tests {
 
     fn roundtrip(value: &str) {
         let mut doc = Vec::new();
-        write_line(&mut doc, "K", value);
+        write_line(&mut doc, "K", value).expect("has a dotenv form");
         let text = String::from_utf8(doc).expect("utf-8");
         let parsed = parse(&text).expect("parses");
         assert_eq!(parsed.len(), 1);
@@ -215,8 +198,9 @@ mod tests {
             "x #y",
             "line1\nline2\n",
             "back\\slash\\n",
-            "tab\tcr\r",
-            "$HOME ${X}",
+            "tab\t",
+            "$HOME $(id) `id`",
+            "it's",
             "ünïcödé ✓",
             " leading and trailing ",
         ] {

@@ -11,6 +11,7 @@
 //! one-line message naming the kind, the (escaped) input and the rule.
 
 pub mod annotations;
+pub mod dotenv;
 pub mod json;
 mod merge;
 mod name;
