@@ -287,6 +287,14 @@ impl Settings {
             value("SIDEKEY_AUDIT", &self.audit.to_string()),
             field("SIDEKEY_POD", "metadata.name"),
             field("SIDEKEY_NAMESPACE", "metadata.namespace"),
+            // Read by the agent, never chosen by a pod: set empty (the
+            // agent's defaults: the bundled CA roots only, log level warn,
+            // plain format), so no envFrom source can supply them.
+            value("SIDEKEY_CA_FILE", ""),
+            value("SIDEKEY_LOG", ""),
+            value("SIDEKEY_LOG_FORMAT", ""),
+            value("SIDEKEY_AUDIT_LOG", ""),
+            value("SIDEKEY_ACTOR", ""),
         ];
         self.cache = Cache {
             timeout_text,
@@ -365,6 +373,8 @@ pub struct EnvironmentRule {
     namespaces: String,
     environment: Option<String>,
     inherit: Vec<Environment>,
+    allow_legacy_values: bool,
+    allow_loader_env: Vec<String>,
 }
 
 impl EnvironmentRule {
@@ -381,6 +391,26 @@ impl EnvironmentRule {
     pub fn inherit(&self) -> &[Environment] {
         &self.inherit
     }
+    /// `allowLegacyValues`: the agent accepts plain `String` parameters
+    /// and old envelopes (`SIDEKEY_ALLOW_LEGACY=true`), for migrations.
+    pub fn allow_legacy_values(&self) -> bool {
+        self.allow_legacy_values
+    }
+    /// `allowLoaderEnv`: process-loading variables (such as `NODE_OPTIONS`)
+    /// the agent may set from secrets (`SIDEKEY_ALLOW_LOADER_ENV`).
+    pub fn allow_loader_env(&self) -> &[String] {
+        &self.allow_loader_env
+    }
+}
+
+/// What the agent of a namespace's pods may accept beyond the defaults
+/// (from its `environments` rule; nothing without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentPolicy<'a> {
+    /// `SIDEKEY_ALLOW_LEGACY`.
+    pub allow_legacy_values: bool,
+    /// `SIDEKEY_ALLOW_LOADER_ENV`.
+    pub allow_loader_env: &'a [String],
 }
 
 /// Which environment a namespace maps to.
@@ -445,6 +475,8 @@ struct RawRule {
     namespaces: String,
     environment: Option<String>,
     inherit: Option<Vec<String>>,
+    allow_legacy_values: Option<bool>,
+    allow_loader_env: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -640,6 +672,22 @@ impl Config {
         &self.rules
     }
 
+    /// The first `environments` rule matching `namespace`, if any.
+    pub fn rule_for(&self, namespace: &str) -> Option<&EnvironmentRule> {
+        self.rules.iter().find(|r| glob(&r.namespaces, namespace))
+    }
+
+    /// What the agent of `namespace`'s pods may accept (its rule's
+    /// `allowLegacyValues` and `allowLoaderEnv`; nothing without a rule).
+    pub fn agent_policy(&self, namespace: &str) -> AgentPolicy<'_> {
+        self.rule_for(namespace)
+            .map(|r| AgentPolicy {
+                allow_legacy_values: r.allow_legacy_values,
+                allow_loader_env: &r.allow_loader_env,
+            })
+            .unwrap_or_default()
+    }
+
     /// Which environment `namespace` maps to: excluded namespaces first,
     /// then the first matching rule, else the namespace name itself.
     pub fn resolve(&self, namespace: &str) -> Resolution {
@@ -735,11 +783,54 @@ fn parse_rule(i: usize, r: RawRule) -> Result<EnvironmentRule, ConfigError> {
         }
         inherit.push(env);
     }
+    let mut allow_loader_env: Vec<String> = Vec::new();
+    for (j, name) in r
+        .allow_loader_env
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = at(&format!("allowLoaderEnv[{j}]"));
+        check_env_name(&name).map_err(|m| ConfigError::field(&field, m))?;
+        if allow_loader_env.contains(&name) {
+            return Err(ConfigError::field(
+                field,
+                format!("variable {} is listed twice", Q(&name)),
+            ));
+        }
+        allow_loader_env.push(name);
+    }
     Ok(EnvironmentRule {
         namespaces: r.namespaces,
         environment,
         inherit,
+        allow_legacy_values: r.allow_legacy_values.unwrap_or(false),
+        allow_loader_env,
     })
+}
+
+/// An environment variable name the agent may be allowed to set:
+/// letters, digits and `_`, not starting with a digit, at most 128
+/// characters, and not a `SIDEKEY_*` one.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(format!(
+            "{} is not an environment variable name: letters, digits and '_', not starting \
+             with a digit, at most 128 characters",
+            Q(name)
+        ));
+    }
+    if name.starts_with("SIDEKEY_") {
+        return Err(format!(
+            "{} is one of the agent's own settings, never a secret's name",
+            Q(name)
+        ));
+    }
+    Ok(())
 }
 
 /// An environment template: lower-case letters, digits, `-` and

@@ -41,6 +41,8 @@
 //!     inherit: [staging]
 //!   - namespaces: prod
 //!     environment: production
+//!     allowLegacyValues: false         # SIDEKEY_ALLOW_LEGACY (migrations)
+//!     allowLoaderEnv: []               # SIDEKEY_ALLOW_LOADER_ENV, e.g. [NODE_OPTIONS]
 //! resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 200m, memory: 64Mi}}
 //! filesSizeLimit: 1Mi                  # sizeLimit of the sidekey-secrets volume
 //! defaults: {delivery: env, filesFormat: per-key, onMissing: fail}
@@ -49,7 +51,9 @@
 //! # What a patch adds
 //!
 //! - the annotation `sidekey.io/injected: "true"`; a pod that has it is
-//!   skipped, so a second review yields no patch;
+//!   skipped when the injector's parts are there and are what this
+//!   configuration makes for it (a reinvocation yields no patch), and
+//!   denied otherwise (the marker alone is only a claim; see `verify.rs`);
 //! - env (or both) delivery: volume [`VOLUME_BIN`] (memory `emptyDir`,
 //!   64Mi), init container [`CONTAINER_INSTALL`] first among the init
 //!   containers (`/sidekey-agent install /sidekey/bin`); each target
@@ -73,15 +77,20 @@
 //!
 //! The agent's settings are names only, never secret values, in this
 //! order: `SIDEKEY_ENVIRONMENT`, `SIDEKEY_INHERIT`, `SIDEKEY_SERVICES`,
-//! `SIDEKEY_SECRETS`, `SIDEKEY_ON_MISSING`, `SIDEKEY_PREFIX`,
-//! `SIDEKEY_STORE`, `SIDEKEY_KMS_KEY`, `SIDEKEY_TIMEOUT`, `SIDEKEY_AUDIT`,
-//! `SIDEKEY_POD` and `SIDEKEY_NAMESPACE` (downward API), then `AWS_REGION`
+//! `SIDEKEY_SECRETS`, `SIDEKEY_ON_MISSING`, `SIDEKEY_ALLOW_LEGACY`,
+//! `SIDEKEY_ALLOW_LOADER_ENV`, `SIDEKEY_PREFIX`, `SIDEKEY_STORE`,
+//! `SIDEKEY_KMS_KEY`, `SIDEKEY_TIMEOUT`, `SIDEKEY_AUDIT`, `SIDEKEY_POD` and
+//! `SIDEKEY_NAMESPACE` (downward API), `SIDEKEY_CA_FILE`, `SIDEKEY_LOG`,
+//! `SIDEKEY_LOG_FORMAT`, `SIDEKEY_AUDIT_LOG`, `SIDEKEY_ACTOR`, then `AWS_REGION`
 //! when configured (not added to an app container that sets its own). The
 //! agent's own containers also get the first target's AWS credential
 //! variables and token mounts ([`AWS_CREDENTIAL_VARS`],
 //! [`AWS_CREDENTIAL_MOUNTS`]: IRSA, EKS Pod Identity), whichever webhook
-//! ran first. Every `SIDEKEY_*` variable is always set, empty when there is
-//! nothing (no bases, no picks), so a ConfigMap pulled in with `envFrom`
+//! ran first. Every variable the agent reads is always set, empty when
+//! there is nothing (no bases, no picks; `SIDEKEY_CA_FILE`, `SIDEKEY_LOG`,
+//! `SIDEKEY_LOG_FORMAT`, `SIDEKEY_AUDIT_LOG`, `SIDEKEY_ACTOR`), with
+//! `SIDEKEY_ALLOW_LEGACY` and `SIDEKEY_ALLOW_LOADER_ENV` from the
+//! namespace's `environments` rule, so a ConfigMap pulled in with `envFrom`
 //! can never supply one: `env` wins over `envFrom`.
 //!
 //! # File ownership
@@ -101,8 +110,11 @@
 //! containers. With env delivery, `sidekey.io/command` stands in for the
 //! command of each target whose spec has none (targets with a command keep
 //! theirs). A pod is denied when it already uses one of the reserved names,
-//! sets a `SIDEKEY_*` variable in a target's env, or mounts something at,
-//! inside or around `/sidekey/bin` or the files path in a target.
+//! sets a `SIDEKEY_*` variable in any container's env (init containers
+//! included), takes variables with an `envFrom` prefix that can make a
+//! `SIDEKEY_*` name, mounts (or uses as a device) one of the injector's
+//! volumes in any container, or mounts something at, inside or around
+//! `/sidekey/bin` or the files path in a target.
 
 mod annotations;
 mod config;
@@ -110,13 +122,14 @@ mod ops;
 mod plan;
 mod pod;
 mod quote;
+mod verify;
 
 pub use annotations::{
     is_injected, parse_annotations, wants_injection, Annotations, Denial, AGENT_ROOT, MIN_REFRESH,
 };
 pub use config::{
-    Audit, Config, ConfigError, Defaults, EnvironmentRule, PullPolicy, Resolution, ResourceList,
-    Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
+    AgentPolicy, Audit, Config, ConfigError, Defaults, EnvironmentRule, PullPolicy, Resolution,
+    ResourceList, Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
 };
 pub use plan::{
     apply, plan, Decision, PatchError, PatchJson, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE,
@@ -127,8 +140,9 @@ pub use plan::{
 pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 
 pub use pod::{
-    describe_json_error, AnnotationMap, ContainerView, EnvVarView, MetaView, MountView, Named,
-    PodError, PodSecurityView, PodView, SecurityView, SpecView, Text,
+    describe_json_error, AnnotationMap, ContainerView, DeviceView, EmptyDirView, EnvFromView,
+    EnvVarView, MetaView, MountView, Named, PodError, PodSecurityView, PodView, RefView,
+    SecurityView, SpecView, Text, VolumeView,
 };
 
 /// Re-exported so callers name the same `json_patch` version as

@@ -25,6 +25,11 @@ pub(crate) struct Json {
 }
 
 impl Json {
+    /// The text written.
+    pub fn into_string(self) -> String {
+        self.buf
+    }
+
     /// Appends trusted JSON text (rendered by serde_json, or a constant).
     pub fn raw(&mut self, text: &str) -> &mut Self {
         self.buf.push_str(text);

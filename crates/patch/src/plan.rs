@@ -7,7 +7,7 @@ use sidekey_model::annotations::{self as names, Delivery, OnMissing};
 use sidekey_model::{Environment, Pick, Service};
 
 use crate::annotations::{is_injected, parse_annotations, wants_injection, Annotations, Denial};
-use crate::config::{Config, Resolution, Settings};
+use crate::config::{AgentPolicy, Config, Resolution, Settings};
 use crate::ops::{Container, EnvVar, Mount, PatchWriter, Probe, Volume};
 use crate::pod::{AnnotationMap, ContainerView, PodView, SpecView};
 use crate::quote::{Name, Q};
@@ -132,6 +132,12 @@ pub fn apply(pod: &Json, patch: &json_patch::Patch) -> Result<Json, PatchError> 
 }
 
 /// Decides what to do with `pod`, reviewed in `request.namespace`.
+///
+/// A pod that arrives with the marker `sidekey.io/injected` is skipped only
+/// when the injector's own parts are there and are what this injector
+/// makes for it (see [`crate::verify`]): a reinvocation after another
+/// webhook, or a pod re-created from an injected one. Otherwise the marker
+/// is a pod author's claim, and the pod is denied.
 pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decision {
     let ann = pod.annotations();
     if !wants_injection(ann) {
@@ -145,14 +151,7 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
         };
         return Decision::Skip { reason };
     }
-    if is_injected(ann) {
-        return Decision::Skip {
-            reason: format!(
-                "the pod is already injected ({} is present)",
-                names::INJECTED
-            ),
-        };
-    }
+    let injected = is_injected(ann);
     let mut denials = Vec::new();
     let scope = match config.resolve(request.namespace) {
         Resolution::Excluded { reason } => return Decision::Skip { reason },
@@ -165,13 +164,17 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
             inherit,
         } => Some((environment, inherit)),
     };
+    let policy = config.agent_policy(request.namespace);
     let settings = config.settings();
     let parsed = parse_annotations(ann, settings.defaults()).map_err(|d| denials.extend(d));
     let Some(spec) = pod.spec.as_ref() else {
         denials.push(Denial::pod("the pod has no spec"));
         return Decision::Deny(denials);
     };
-    check_reserved_names(spec, &mut denials);
+    if !injected {
+        check_reserved_names(spec, &mut denials);
+        check_pod_parts(spec, &mut denials);
+    }
     let Ok(a) = parsed else {
         return Decision::Deny(denials);
     };
@@ -182,15 +185,40 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
             return Decision::Deny(denials);
         }
     };
-    check_targets(spec, &a, &targets, &mut denials);
+    if !injected {
+        check_targets(spec, &a, &targets, &mut denials);
+    }
     let Some((environment, inherit)) = scope else {
         return Decision::Deny(denials);
     };
+    if injected {
+        let lists = env_lists(&a, &inherit, &policy);
+        let expected = sidekey_env(settings, &a, &environment, &lists, &policy);
+        crate::verify::check_injected(spec, &a, &targets, settings, &expected, &mut denials);
+        if !denials.is_empty() {
+            return Decision::Deny(denials);
+        }
+        return Decision::Skip {
+            reason: format!(
+                "the pod is already injected ({} is present, and the injector's containers, \
+                 volumes and settings are as this injector makes them)",
+                names::INJECTED
+            ),
+        };
+    }
     if !denials.is_empty() {
         return Decision::Deny(denials);
     }
     let warnings = warnings(ann, spec, &a, &targets);
-    let patch = build_patch(spec, &a, &targets, settings, &environment, &inherit);
+    let patch = build_patch(
+        spec,
+        &a,
+        &targets,
+        settings,
+        &environment,
+        &inherit,
+        &policy,
+    );
     Decision::Inject(Plan {
         patch,
         warnings,
@@ -204,6 +232,106 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
         picks: a.picks,
         delivery: a.delivery,
     })
+}
+
+/// Whether an `envFrom` prefix can make a `SIDEKEY_*` name: it starts with
+/// `SIDEKEY_`, or is a start of it (`S`, `SIDE`, `SIDEKEY`), so that a key
+/// of the source completes it.
+pub(crate) fn prefix_reaches_sidekey(prefix: &str) -> bool {
+    !prefix.is_empty() && (prefix.starts_with("SIDEKEY_") || "SIDEKEY_".starts_with(prefix))
+}
+
+/// What a pod may not bring in any container (app or init), whatever the
+/// delivery and whichever containers are targets:
+///
+/// - a `SIDEKEY_*` variable in `env`: the agent's settings are the
+///   injector's alone;
+/// - an `envFrom` whose `prefix` can make a `SIDEKEY_*` name. An `envFrom`
+///   without a prefix (a ConfigMap or Secret whose keys may be anything) is
+///   allowed: the injector sets every variable the agent reads in the
+///   agent's `env`, and Kubernetes gives `env` precedence over `envFrom`,
+///   so such a source can add only names the agent does not read (it warns
+///   about them and ignores them). A prefix aimed at `SIDEKEY_` has no use
+///   but that, and would reach a variable a later agent reads before the
+///   injector sets it: refused;
+/// - a `volumeMounts` or `volumeDevices` entry naming one of the
+///   injector's volumes: only the injector mounts them (an app's own mount
+///   could be read-write, in a container that is not a target, or in an
+///   init container that replaces the agent binary before the app runs).
+pub(crate) fn check_pod_parts(spec: &SpecView<'_>, denials: &mut Vec<Denial>) {
+    for c in spec.all_containers() {
+        check_container_parts(c, true, denials);
+    }
+}
+
+/// [`check_pod_parts`] for one container. `foreign`: the container is
+/// the pod's own (its `SIDEKEY_*` variables and mounts of the injector's
+/// volumes are refused); `false` for the injector's containers and targets
+/// of an injected pod, which [`crate::verify`] compares with what the
+/// injector makes (only the `envFrom` rule applies here).
+pub(crate) fn check_container_parts(
+    c: &ContainerView<'_>,
+    foreign: bool,
+    denials: &mut Vec<Denial>,
+) {
+    if foreign {
+        let mut own: Vec<&str> = c
+            .env()
+            .iter()
+            .map(|e| e.name.as_str())
+            .filter(|n| n.starts_with("SIDEKEY_"))
+            .collect();
+        own.sort_unstable();
+        own.dedup();
+        if !own.is_empty() {
+            let shown: Vec<String> = own.iter().map(|n| Name(n).to_string()).collect();
+            denials.push(Denial::pod(format!(
+                "container {} sets {} in its env: SIDEKEY_* variables are set by the \
+                 injector only (a pod cannot choose its environment or store, nor steer the \
+                 agent); remove them",
+                Q(&c.name),
+                shown.join(", ")
+            )));
+        }
+    }
+    for e in c.env_from() {
+        if let Some(prefix) = e.prefix.as_deref().filter(|p| prefix_reaches_sidekey(p)) {
+            denials.push(Denial::pod(format!(
+                "container {} takes variables from {} with the prefix {}, which can make \
+                 SIDEKEY_* names: the agent's settings are set by the injector only; use \
+                 another prefix",
+                Q(&c.name),
+                e.source(),
+                Q(prefix)
+            )));
+        }
+    }
+    if !foreign {
+        return;
+    }
+    for m in c.mounts() {
+        if RESERVED_VOLUMES.contains(&m.name.as_str()) {
+            denials.push(Denial::pod(format!(
+                "container {} mounts the volume {} at {}: the injector's volumes ({}) are \
+                 mounted by the injector only; remove that mount",
+                Q(&c.name),
+                m.name,
+                Q(&m.mount_path),
+                RESERVED_VOLUMES.join(", ")
+            )));
+        }
+    }
+    for d in c.devices() {
+        if RESERVED_VOLUMES.contains(&d.name.as_str()) {
+            denials.push(Denial::pod(format!(
+                "container {} uses the volume {} as a device: the injector's volumes ({}) \
+                 are mounted by the injector only; remove that device",
+                Q(&c.name),
+                d.name,
+                RESERVED_VOLUMES.join(", ")
+            )));
+        }
+    }
 }
 
 fn check_reserved_names(spec: &SpecView<'_>, denials: &mut Vec<Denial>) {
@@ -341,22 +469,6 @@ fn check_targets(
                     ),
                 ));
             }
-            let mut own: Vec<&str> = c
-                .env()
-                .iter()
-                .map(|e| e.name.as_str())
-                .filter(|n| n.starts_with("SIDEKEY_"))
-                .collect();
-            own.dedup();
-            if !own.is_empty() {
-                let shown: Vec<String> = own.iter().map(|n| Name(n).to_string()).collect();
-                denials.push(Denial::pod(format!(
-                    "container {} sets {} in its env: SIDEKEY_* variables are set by the \
-                     injector only (a pod cannot choose its environment or store); remove them",
-                    Q(&c.name),
-                    shown.join(", ")
-                )));
-            }
             for m in c.mounts() {
                 if let Some(how) = collision(BIN_DIR, &m.mount_path) {
                     denials.push(Denial::pod(format!(
@@ -473,23 +585,49 @@ fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
     out
 }
 
-/// The agent's `SIDEKEY_*` settings, in order. Every variable is always
-/// set (empty when there is nothing), so nothing from `envFrom` can stand
-/// in for one.
-fn sidekey_env<'a>(
+/// The comma lists of the agent's settings: bases, services, picks and
+/// the loader variables it may set.
+pub(crate) fn env_lists(
+    a: &Annotations,
+    inherit: &[Environment],
+    policy: &AgentPolicy<'_>,
+) -> [String; 4] {
+    [
+        comma_list(inherit),
+        comma_list(&a.services),
+        comma_list(&a.picks),
+        comma_list(policy.allow_loader_env),
+    ]
+}
+
+/// The agent's `SIDEKEY_*` settings, in order. Every variable the agent
+/// reads is always set (empty when there is nothing: the agent reads an
+/// empty one as unset), so nothing from `envFrom` can stand in for one:
+/// `env` wins over `envFrom`.
+pub(crate) fn sidekey_env<'a>(
     settings: &'a Settings,
     a: &'a Annotations,
     environment: &'a Environment,
-    lists: &'a [String; 3],
+    lists: &'a [String; 4],
+    policy: &AgentPolicy<'_>,
 ) -> Vec<EnvVar<'a>> {
-    let mut env = Vec::with_capacity(16);
-    let [inherit, services, secrets] = lists;
+    let mut env = Vec::with_capacity(20);
+    let [inherit, services, secrets, loader] = lists;
     for (name, value) in [
         ("SIDEKEY_ENVIRONMENT", environment.as_str()),
         ("SIDEKEY_INHERIT", inherit),
         ("SIDEKEY_SERVICES", services),
         ("SIDEKEY_SECRETS", secrets),
         ("SIDEKEY_ON_MISSING", a.on_missing.as_str()),
+        (
+            "SIDEKEY_ALLOW_LEGACY",
+            if policy.allow_legacy_values {
+                "true"
+            } else {
+                "false"
+            },
+        ),
+        ("SIDEKEY_ALLOW_LOADER_ENV", loader),
     ] {
         env.push(EnvVar::Value { name, value });
     }
@@ -531,13 +669,10 @@ fn build_patch(
     settings: &Settings,
     environment: &Environment,
     inherit: &[Environment],
+    policy: &AgentPolicy<'_>,
 ) -> PatchJson {
-    let lists = [
-        comma_list(inherit),
-        comma_list(&a.services),
-        comma_list(&a.picks),
-    ];
-    let base_env = sidekey_env(settings, a, environment, &lists);
+    let lists = env_lists(a, inherit, policy);
+    let base_env = sidekey_env(settings, a, environment, &lists, policy);
     let every = a
         .refresh
         .map(|r| humantime::format_duration(r).to_string())

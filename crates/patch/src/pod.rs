@@ -21,7 +21,7 @@ use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::annotations::{is_injected, wants_injection};
+use crate::annotations::wants_injection;
 
 /// A string from the input: borrowed when it has no escapes, owned when it
 /// had to be unescaped.
@@ -93,9 +93,10 @@ pub type AnnotationMap<'a> = BTreeMap<Text<'a>, Text<'a>>;
 
 /// The parts of a Pod the planner reads.
 ///
-/// The spec is read only for a pod that opts in and is not injected yet:
-/// the planner skips every other pod on its annotations alone, so a pod
-/// that is not sidekey's business is never refused over its spec.
+/// The spec is read only for a pod that opts in (injected or not: the
+/// marker counts only once the injector's own parts are checked): the
+/// planner skips every other pod on its annotations alone, so a pod that
+/// is not sidekey's business is never refused over its spec.
 #[derive(Debug, Default)]
 pub struct PodView<'a> {
     /// `metadata` (absent or null: empty).
@@ -105,8 +106,8 @@ pub struct PodView<'a> {
 }
 
 /// One pass over the pod's JSON: `metadata` is read; `spec` is read when
-/// the metadata (which the API server writes first) opts in and is not
-/// injected, skipped when it does not, and kept as text to decide at the
+/// the metadata (which the API server writes first) opts in, skipped when
+/// it does not, and kept as text to decide at the
 /// end when it comes before the metadata. Every other member is skipped.
 impl<'de: 'a, 'a> Deserialize<'de> for PodView<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -172,12 +173,9 @@ pub struct MetaView<'a> {
 }
 
 impl MetaView<'_> {
-    /// Whether the planner reads this pod's spec: it opts in and is not
-    /// injected yet.
+    /// Whether the planner reads this pod's spec: it opts in.
     fn is_planned(&self) -> bool {
-        self.annotations
-            .as_ref()
-            .is_some_and(|a| wants_injection(a) && !is_injected(a))
+        self.annotations.as_ref().is_some_and(wants_injection)
     }
 }
 
@@ -188,15 +186,15 @@ pub struct SpecView<'a> {
     /// `spec.containers` (app containers).
     #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub containers: Vec<ContainerView<'a>>,
-    /// `spec.initContainers`, names only.
+    /// `spec.initContainers`.
     #[serde(borrow, default)]
-    pub init_containers: Option<Vec<Named<'a>>>,
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
     /// `spec.ephemeralContainers`, names only.
     #[serde(borrow, default)]
     pub ephemeral_containers: Option<Vec<Named<'a>>>,
-    /// `spec.volumes`, names only.
+    /// `spec.volumes`: names, and the definition of `emptyDir` ones.
     #[serde(borrow, default)]
-    pub volumes: Option<Vec<Named<'a>>>,
+    pub volumes: Option<Vec<VolumeView<'a>>>,
     /// `spec.securityContext`.
     #[serde(default)]
     pub security_context: Option<PodSecurityView>,
@@ -210,25 +208,167 @@ pub struct Named<'a> {
     pub name: Text<'a>,
 }
 
-/// An app container.
+impl SpecView<'_> {
+    /// Every app and init container, app containers first.
+    pub fn all_containers(&self) -> impl Iterator<Item = &ContainerView<'_>> {
+        self.containers
+            .iter()
+            .chain(self.init_containers.iter().flatten())
+    }
+}
+
+/// A volume: its name and, for an `emptyDir`, its definition; the names of
+/// any other members (sources) it has.
+#[derive(Debug, Default)]
+pub struct VolumeView<'a> {
+    /// `name`.
+    pub name: Text<'a>,
+    /// `emptyDir`, when it has one.
+    pub empty_dir: Option<EmptyDirView<'a>>,
+    /// The other members (other volume sources), by name.
+    pub others: Vec<Text<'a>>,
+}
+
+/// An `emptyDir` volume source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirView<'a> {
+    /// `medium`.
+    #[serde(borrow, default)]
+    pub medium: Option<Text<'a>>,
+    /// `sizeLimit`, a quantity (a string; a number is read as its text).
+    #[serde(default, deserialize_with = "quantity")]
+    pub size_limit: Option<String>,
+}
+
+fn quantity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Q {
+        S(String),
+        N(serde_json::Number),
+    }
+    Ok(Option::<Q>::deserialize(d)?.map(|q| match q {
+        Q::S(s) => s,
+        Q::N(n) => n.to_string(),
+    }))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for VolumeView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct VolumeVisitor;
+        impl<'de> Visitor<'de> for VolumeVisitor {
+            type Value = VolumeView<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a volume")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<VolumeView<'de>, M::Error> {
+                let mut name = None;
+                let mut v = VolumeView::default();
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.as_str() {
+                        "name" => name = Some(map.next_value::<Text<'de>>()?),
+                        "emptyDir" => v.empty_dir = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            v.others.push(key);
+                        }
+                    }
+                }
+                v.name = name.ok_or_else(|| M::Error::missing_field("name"))?;
+                Ok(v)
+            }
+        }
+        d.deserialize_map(VolumeVisitor)
+    }
+}
+
+/// A container (app or init).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView<'a> {
     /// `name`.
     #[serde(borrow)]
     pub name: Text<'a>,
+    /// `image`.
+    #[serde(borrow, default)]
+    pub image: Option<Text<'a>>,
     /// `command`.
     #[serde(borrow, default)]
     pub command: Option<Vec<Text<'a>>>,
+    /// `args`.
+    #[serde(borrow, default)]
+    pub args: Option<Vec<Text<'a>>>,
     /// `env`.
     #[serde(borrow, default)]
     pub env: Option<Vec<EnvVarView<'a>>>,
+    /// `envFrom`.
+    #[serde(borrow, default)]
+    pub env_from: Option<Vec<EnvFromView<'a>>>,
     /// `volumeMounts`.
     #[serde(borrow, default)]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
+    /// `volumeDevices`.
+    #[serde(borrow, default)]
+    pub volume_devices: Option<Vec<DeviceView<'a>>>,
+    /// `restartPolicy` (init containers: `Always` makes a native sidecar).
+    #[serde(borrow, default)]
+    pub restart_policy: Option<Text<'a>>,
     /// `securityContext`.
     #[serde(default)]
     pub security_context: Option<SecurityView>,
+}
+
+/// One `envFrom` entry: its prefix and its source (the names only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromView<'a> {
+    /// `prefix`.
+    #[serde(borrow, default)]
+    pub prefix: Option<Text<'a>>,
+    /// `configMapRef`.
+    #[serde(borrow, default)]
+    pub config_map_ref: Option<RefView<'a>>,
+    /// `secretRef`.
+    #[serde(borrow, default)]
+    pub secret_ref: Option<RefView<'a>>,
+}
+
+impl EnvFromView<'_> {
+    /// What it reads, e.g. `ConfigMap "x"`, for messages.
+    pub fn source(&self) -> String {
+        let name = |r: &RefView<'_>| {
+            r.name
+                .as_deref()
+                .map(|n| crate::quote::Q(n).to_string())
+                .unwrap_or_default()
+        };
+        match (&self.config_map_ref, &self.secret_ref) {
+            (Some(r), _) => format!("ConfigMap {}", name(r)),
+            (None, Some(r)) => format!("Secret {}", name(r)),
+            (None, None) => "an unnamed source".to_owned(),
+        }
+    }
+}
+
+/// A `configMapRef` or `secretRef`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RefView<'a> {
+    /// `name`.
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+}
+
+/// One `volumeDevices` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView<'a> {
+    /// `name`.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    /// `devicePath`.
+    #[serde(borrow, default)]
+    pub device_path: Option<Text<'a>>,
 }
 
 impl ContainerView<'_> {
@@ -245,6 +385,21 @@ impl ContainerView<'_> {
     /// The volume mounts (none when absent).
     pub fn mounts(&self) -> &[MountView<'_>] {
         self.volume_mounts.as_deref().unwrap_or_default()
+    }
+
+    /// The `envFrom` entries (none when absent).
+    pub fn env_from(&self) -> &[EnvFromView<'_>] {
+        self.env_from.as_deref().unwrap_or_default()
+    }
+
+    /// The volume devices (none when absent).
+    pub fn devices(&self) -> &[DeviceView<'_>] {
+        self.volume_devices.as_deref().unwrap_or_default()
+    }
+
+    /// The args (none when absent).
+    pub fn args(&self) -> &[Text<'_>] {
+        self.args.as_deref().unwrap_or_default()
     }
 }
 
@@ -288,6 +443,9 @@ pub struct MountView<'a> {
     /// `mountPath`.
     #[serde(borrow)]
     pub mount_path: Text<'a>,
+    /// `readOnly`.
+    #[serde(default)]
+    pub read_only: Option<bool>,
     /// `subPath`.
     #[serde(borrow, default)]
     pub sub_path: Option<Text<'a>>,
@@ -476,7 +634,7 @@ mod tests {
         for metadata in [
             r#""metadata":{}"#,
             r#""metadata":{"annotations":{"sidekey.io/inject":"false"}}"#,
-            r#""metadata":{"annotations":{"sidekey.io/inject":"true","sidekey.io/injected":"true"}}"#,
+            r#""metadata":{"annotations":{"sidekey.io/injected":"true"}}"#,
         ] {
             let text = format!("{{{metadata},{broken}}}");
             let pod = PodView::from_json(&text).unwrap();

@@ -30,7 +30,11 @@ fn the_documented_example_parses() {
     assert_eq!(s.agent_image(), "ghcr.io/sidekey/agent:0.1.0");
     assert_eq!(s.timeout_text(), "30s");
     assert_eq!(s.audit(), &Audit::Stdout);
-    assert_eq!(c.environment_rules().len(), 3);
+    assert_eq!(c.environment_rules().len(), 4);
+    let legacy = c.agent_policy("legacy-billing");
+    assert!(legacy.allow_legacy_values);
+    assert_eq!(legacy.allow_loader_env, ["NODE_OPTIONS".to_owned()]);
+    assert_eq!(c.agent_policy("prod"), sidekey_patch::AgentPolicy::default());
     assert_eq!(
         c.resolve("pr-42"),
         Resolution::Environment {

@@ -232,8 +232,20 @@ fn excluded_namespaces_are_globs_and_replace_the_defaults() {
 fn already_injected_is_skipped() {
     let text = std::fs::read_to_string(fixtures().join("already-injected/review.json")).unwrap();
     let review: Value = serde_json::from_str(&text).unwrap();
-    let reason = skip_reason(decide(&review["request"]["object"], "shop", &config()));
+    // The fixture's agent image is the golden cases' one.
+    let golden = Config::default_for(Some(INJECTOR_NS))
+        .with_agent_image(support::TEST_IMAGE)
+        .unwrap();
+    let reason = skip_reason(decide(&review["request"]["object"], "shop", &golden));
     assert!(reason.contains("already injected"), "{reason}");
+    // Another injector's image: the marker does not count.
+    let all = denials(decide(&review["request"]["object"], "shop", &config()));
+    assert!(
+        all.iter()
+            .any(|d| d.annotation.as_deref() == Some("sidekey.io/injected")
+                && d.message.contains("runs another image")),
+        "{all:#?}"
+    );
 }
 
 fn warnings(pod: &Value) -> Vec<String> {
