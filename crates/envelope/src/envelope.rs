@@ -1,4 +1,5 @@
-//! The `sk1.` format, and sealing and opening values in it.
+//! The `sk2.` format (and the legacy `sk1.`), and sealing and opening
+//! values in them.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::{DecodeError, Engine as _};
@@ -6,10 +7,17 @@ use ring::rand::SecureRandom;
 
 use crate::{aead, DataKey, EnvelopeError, Secret};
 
-/// What every envelope value starts with.
+/// What a legacy (`sk1.`) envelope value starts with.
 pub const PREFIX: &str = "sk1.";
-/// The format version this build writes and reads.
+/// The version byte of the legacy `sk1.` format.
 pub const VERSION: u8 = 0x01;
+/// What a current envelope value starts with: the format this build writes.
+pub const PREFIX_SK2: &str = "sk2.";
+/// The version byte of the `sk2.` format.
+pub const VERSION_SK2: u8 = 0x02;
+/// Bytes the `sk2.` header adds to the `sk1.` one: the bound parameter
+/// version and the write time, two big-endian u64.
+pub const BOUND_LEN: usize = 16;
 /// AES-256-GCM nonce length in bytes.
 pub const NONCE_LEN: usize = 12;
 /// AES-256-GCM tag length in bytes.
@@ -21,6 +29,8 @@ pub const CONTEXT_SERVICE: &str = "sidekey:service";
 
 /// Domain separation for the associated data.
 const AAD_DOMAIN: &[u8] = b"sidekey sk1\0";
+/// Domain separation for the associated data of `sk2.`.
+const AAD_DOMAIN_SK2: &[u8] = b"sidekey sk2\0";
 /// Largest length a u16 prefix can carry.
 const MAX_FIELD: usize = u16::MAX as usize;
 
@@ -50,9 +60,27 @@ impl Binding<'_> {
     }
 }
 
-/// A decoded `sk1.` value. See the crate docs for the layout.
+/// What an `sk2.` envelope is bound to besides its name: the SSM parameter
+/// version it was sealed for and when it was sealed. Both are in the
+/// header and so in the associated data: a reader that checks them against
+/// the parameter's own `Version` and `LastModifiedDate` refuses a value
+/// copied over a later version (rollback) or replayed into a re-created
+/// parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The parameter version this value was written as (1 for a new one).
+    pub version: u64,
+    /// When it was sealed: seconds since the Unix epoch, writer's clock.
+    pub written: u64,
+}
+
+/// A decoded `sk2.` (or legacy `sk1.`) value. See the crate docs for the
+/// layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// `Some` for `sk2.` (the version and write time it is bound to),
+    /// `None` for the legacy `sk1.` format, which binds neither.
+    pub bound: Option<Bound>,
     /// The KMS key id (ARN) or `local:<fingerprint>` the data key was wrapped
     /// under. Informational: readers decrypt with their configured key.
     pub key_id: String,
@@ -64,10 +92,10 @@ pub struct Envelope {
     pub ciphertext: Vec<u8>,
 }
 
-/// Whether a stored value is in the envelope format (starts with `sk1.`).
-/// Anything else is read as a native SecureString.
+/// Whether a stored value claims to be an envelope (starts with `sk2.` or
+/// the legacy `sk1.`). Says nothing about whether it is well formed.
 pub fn is_envelope(stored: &str) -> bool {
-    stored.starts_with(PREFIX)
+    stored.starts_with(PREFIX) || stored.starts_with(PREFIX_SK2)
 }
 
 fn put_field(out: &mut Vec<u8>, field: &'static str, bytes: &[u8]) -> Result<(), EnvelopeError> {
@@ -83,30 +111,48 @@ fn put_field(out: &mut Vec<u8>, field: &'static str, bytes: &[u8]) -> Result<(),
 
 /// Version through nonce, with room reserved for `extra` more bytes.
 fn header(
+    bound: Option<Bound>,
     key_id: &str,
     wrapped_key: &[u8],
     nonce: &[u8; NONCE_LEN],
     extra: usize,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let mut out =
-        Vec::with_capacity(1 + 2 + key_id.len() + 2 + wrapped_key.len() + NONCE_LEN + extra);
-    out.push(VERSION);
+    let mut out = Vec::with_capacity(
+        1 + BOUND_LEN + 2 + key_id.len() + 2 + wrapped_key.len() + NONCE_LEN + extra,
+    );
+    match bound {
+        None => out.push(VERSION),
+        Some(b) => {
+            out.push(VERSION_SK2);
+            out.extend_from_slice(&b.version.to_be_bytes());
+            out.extend_from_slice(&b.written.to_be_bytes());
+        }
+    }
     put_field(&mut out, "key id", key_id.as_bytes())?;
     put_field(&mut out, "wrapped data key", wrapped_key)?;
     out.extend_from_slice(nonce);
     Ok(out)
 }
 
-fn associated_data(header: &[u8], binding: &Binding<'_>) -> Result<Vec<u8>, EnvelopeError> {
+fn associated_data(
+    bound: Option<Bound>,
+    header: &[u8],
+    binding: &Binding<'_>,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let domain = if bound.is_some() {
+        AAD_DOMAIN_SK2
+    } else {
+        AAD_DOMAIN
+    };
     let mut aad = Vec::with_capacity(
-        AAD_DOMAIN.len()
+        domain.len()
             + header.len()
             + 6
             + binding.environment.len()
             + binding.service.len()
             + binding.key.len(),
     );
-    aad.extend_from_slice(AAD_DOMAIN);
+    aad.extend_from_slice(domain);
     aad.extend_from_slice(header);
     put_field(&mut aad, "environment", binding.environment.as_bytes())?;
     put_field(&mut aad, "service", binding.service.as_bytes())?;
@@ -163,8 +209,8 @@ impl<'a> Reader<'a> {
 }
 
 impl Envelope {
-    /// `sk1.` followed by the unpadded base64url encoding of the binary
-    /// layout.
+    /// `sk2.` (or `sk1.` when [`Envelope::bound`] is `None`) followed by
+    /// the unpadded base64url encoding of the binary layout.
     ///
     /// Encodes faithfully whatever the fields hold (even values
     /// [`Envelope::decode`] would reject, which is useful in tests).
@@ -186,14 +232,20 @@ impl Envelope {
     /// [`EnvelopeError::FieldTooLong`] instead of panicking.
     pub fn try_encode(&self) -> Result<String, EnvelopeError> {
         let mut bin = header(
+            self.bound,
             &self.key_id,
             &self.wrapped_key,
             &self.nonce,
             self.ciphertext.len(),
         )?;
         bin.extend_from_slice(&self.ciphertext);
-        let mut out = String::with_capacity(PREFIX.len() + base64_len(bin.len()));
-        out.push_str(PREFIX);
+        let prefix = if self.bound.is_some() {
+            PREFIX_SK2
+        } else {
+            PREFIX
+        };
+        let mut out = String::with_capacity(prefix.len() + base64_len(bin.len()));
+        out.push_str(prefix);
         URL_SAFE_NO_PAD.encode_string(&bin, &mut out);
         Ok(out)
     }
@@ -203,14 +255,21 @@ impl Envelope {
     /// non-canonical base64; an unknown version; truncated fields; an empty
     /// or non-UTF-8 key id; an empty wrapped key; a ciphertext shorter than
     /// the tag. Never touches a key.
+    ///
+    /// The prefix and the version byte must agree: `sk1.` holds version
+    /// 0x01, `sk2.` version 0x02.
     pub fn decode(stored: &str) -> Result<Envelope, EnvelopeError> {
-        let Some(body) = stored.strip_prefix(PREFIX) else {
+        let (prefix, expected, body) = if let Some(body) = stored.strip_prefix(PREFIX_SK2) {
+            (PREFIX_SK2, VERSION_SK2, body)
+        } else if let Some(body) = stored.strip_prefix(PREFIX) {
+            (PREFIX, VERSION, body)
+        } else {
             return Err(EnvelopeError::Format(format!(
-                "value does not start with {PREFIX:?}"
+                "value does not start with {PREFIX_SK2:?} or {PREFIX:?}"
             )));
         };
         if body.is_empty() {
-            return Err(EnvelopeError::Format(format!("nothing after {PREFIX:?}")));
+            return Err(EnvelopeError::Format(format!("nothing after {prefix:?}")));
         }
         let bin = URL_SAFE_NO_PAD
             .decode(body)
@@ -218,9 +277,19 @@ impl Envelope {
 
         let mut r = Reader { rest: &bin };
         let version = r.take(1, "the version byte")?[0];
-        if version != VERSION {
+        if version != expected {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
+        let bound = if version == VERSION_SK2 {
+            let version = r.take(8, "the bound parameter version")?;
+            let written = r.take(8, "the write time")?;
+            Some(Bound {
+                version: u64::from_be_bytes(version.try_into().unwrap_or([0; 8])),
+                written: u64::from_be_bytes(written.try_into().unwrap_or([0; 8])),
+            })
+        } else {
+            None
+        };
         let key_id = r.field("key id")?;
         if key_id.is_empty() {
             return Err(EnvelopeError::Format("the key id is empty".to_owned()));
@@ -244,6 +313,7 @@ impl Envelope {
         let mut n = [0u8; NONCE_LEN];
         n.copy_from_slice(nonce);
         Ok(Envelope {
+            bound,
             key_id: key_id.to_owned(),
             wrapped_key: wrapped_key.to_vec(),
             nonce: n,
@@ -270,6 +340,22 @@ impl Envelope {
         .fold(0usize, usize::saturating_add);
         PREFIX.len().saturating_add(base64_len(bin))
     }
+
+    /// [`Envelope::encoded_len`] for an `sk2.` value (16 header bytes more).
+    pub fn encoded_len_sk2(plaintext_len: usize, key_id_len: usize, wrapped_len: usize) -> usize {
+        let bin = [
+            1 + BOUND_LEN + 2,
+            key_id_len,
+            2,
+            wrapped_len,
+            NONCE_LEN,
+            plaintext_len,
+            TAG_LEN,
+        ]
+        .into_iter()
+        .fold(0usize, usize::saturating_add);
+        PREFIX_SK2.len().saturating_add(base64_len(bin))
+    }
 }
 
 /// Length of unpadded base64 for `n` bytes.
@@ -282,7 +368,10 @@ fn base64_len(n: usize) -> usize {
     (n / 3).saturating_mul(4).saturating_add(tail)
 }
 
-/// Seals `plaintext` under `key` with a random 96-bit nonce from `rng`.
+/// Seals `plaintext` as a legacy `sk1.` value (no version or time
+/// binding) under `key` with a random 96-bit nonce from `rng`. Writers use
+/// [`seal_bound`]; this stays for tests and tools that must produce the old
+/// format.
 ///
 /// `key_id` and `wrapped_key` are what the data key was wrapped under and the
 /// wrapped data key itself; both are stored in the header and authenticated.
@@ -304,6 +393,54 @@ pub fn seal(
     seal_with_nonce(key, key_id, wrapped_key, binding, plaintext, nonce)
 }
 
+/// Seals `plaintext` as an `sk2.` value bound to `bound` (the parameter
+/// version it will be stored as, and the write time) besides `binding`,
+/// under `key` with a random 96-bit nonce from `rng`. Same field rules as
+/// [`seal`].
+pub fn seal_bound(
+    key: &DataKey,
+    key_id: &str,
+    wrapped_key: &[u8],
+    binding: Binding<'_>,
+    bound: Bound,
+    plaintext: &[u8],
+    rng: &dyn SecureRandom,
+) -> Result<Envelope, EnvelopeError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce).map_err(|_| EnvelopeError::Random)?;
+    seal_inner(
+        key,
+        key_id,
+        wrapped_key,
+        binding,
+        Some(bound),
+        plaintext,
+        nonce,
+    )
+}
+
+/// [`seal_bound`] with a caller-chosen nonce, for known-answer tests only.
+#[doc(hidden)]
+pub fn seal_bound_with_nonce(
+    key: &DataKey,
+    key_id: &str,
+    wrapped_key: &[u8],
+    binding: Binding<'_>,
+    bound: Bound,
+    plaintext: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> Result<Envelope, EnvelopeError> {
+    seal_inner(
+        key,
+        key_id,
+        wrapped_key,
+        binding,
+        Some(bound),
+        plaintext,
+        nonce,
+    )
+}
+
 /// [`seal`] with a caller-chosen nonce, for known-answer tests only. Reusing
 /// a nonce under one data key destroys confidentiality and integrity.
 #[doc(hidden)]
@@ -315,16 +452,29 @@ pub fn seal_with_nonce(
     plaintext: &[u8],
     nonce: [u8; NONCE_LEN],
 ) -> Result<Envelope, EnvelopeError> {
+    seal_inner(key, key_id, wrapped_key, binding, None, plaintext, nonce)
+}
+
+fn seal_inner(
+    key: &DataKey,
+    key_id: &str,
+    wrapped_key: &[u8],
+    binding: Binding<'_>,
+    bound: Option<Bound>,
+    plaintext: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> Result<Envelope, EnvelopeError> {
     if key_id.is_empty() {
         return Err(EnvelopeError::EmptyField("key id"));
     }
     if wrapped_key.is_empty() {
         return Err(EnvelopeError::EmptyField("wrapped data key"));
     }
-    let header = header(key_id, wrapped_key, &nonce, 0)?;
-    let aad = associated_data(&header, &binding)?;
+    let header = header(bound, key_id, wrapped_key, &nonce, 0)?;
+    let aad = associated_data(bound, &header, &binding)?;
     let ciphertext = aead::seal(key.expose(), nonce, &aad, plaintext)?;
     Ok(Envelope {
+        bound,
         key_id: key_id.to_owned(),
         wrapped_key: wrapped_key.to_vec(),
         nonce,
@@ -337,14 +487,22 @@ pub fn seal_with_nonce(
 /// zeroizing buffer and handed over as a [`Secret`] without a copy.
 ///
 /// Fails with [`EnvelopeError::Decrypt`] if anything was altered or the
-/// binding or data key differ.
+/// binding or data key differ. For `sk2.` the bound version and write time
+/// are authenticated here too; comparing them with the parameter's own
+/// version and modification time is the caller's job (the store's).
 pub fn open(
     envelope: &Envelope,
     key: &DataKey,
     binding: Binding<'_>,
 ) -> Result<Secret, EnvelopeError> {
-    let header = header(&envelope.key_id, &envelope.wrapped_key, &envelope.nonce, 0)?;
-    let aad = associated_data(&header, &binding)?;
+    let header = header(
+        envelope.bound,
+        &envelope.key_id,
+        &envelope.wrapped_key,
+        &envelope.nonce,
+        0,
+    )?;
+    let aad = associated_data(envelope.bound, &header, &binding)?;
     let mut plaintext = aead::open(key.expose(), envelope.nonce, &aad, &envelope.ciphertext)
         .ok_or(EnvelopeError::Decrypt)?;
     Ok(Secret::new(std::mem::take(&mut *plaintext)))

@@ -7,12 +7,15 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
-    /// The stored value is not a well-formed `sk1.` value; says what is wrong.
-    #[error("malformed sk1 value: {0}")]
+    /// The stored value is not a well-formed `sk2.`/`sk1.` value; says what
+    /// is wrong.
+    #[error("malformed envelope: {0}")]
     Format(String),
 
     /// The version byte is not one this build reads.
-    #[error("unsupported sk1 format version {0:#04x} (this build reads version 0x01)")]
+    #[error(
+        "unsupported envelope format version {0:#04x} (this build reads 0x01 after \"sk1.\" and 0x02 after \"sk2.\")"
+    )]
     UnsupportedVersion(u8),
 
     /// AES-256-GCM authentication failed when opening a value.

@@ -1,29 +1,34 @@
-//! The `sk1.` envelope: how sidekey encrypts a secret value before it is
-//! stored in SSM Parameter Store, and the types that hold plaintext and keys
-//! in memory.
+//! The `sk2.` envelope (and the legacy `sk1.`): how sidekey encrypts a
+//! secret value before it is stored in SSM Parameter Store, and the types
+//! that hold plaintext and keys in memory. `docs/envelope.md` in the
+//! repository gives the whole rule, including what readers check.
 //!
 //! # What is here
 //!
 //! - [`Secret`]: plaintext bytes. Zeroized on drop, not `Clone`, not
 //!   `Serialize`, `Debug` prints `Secret(<redacted>)`.
 //! - [`DataKey`]: a 256-bit AES data key, with the same guarantees.
-//! - [`Envelope`]: a decoded `sk1.` value, with a strict [`Envelope::decode`]
-//!   and [`Envelope::encode`], and [`Envelope::encoded_len`] so callers can
-//!   enforce SSM's size limits before they call KMS.
-//! - [`seal`] and [`open`]: AES-256-GCM (ring) with associated data that binds
-//!   the value to its [`Binding`] (environment, service, key name).
+//! - [`Envelope`]: a decoded value, with a strict [`Envelope::decode`]
+//!   and [`Envelope::encode`], and [`Envelope::encoded_len_sk2`] so callers
+//!   can enforce SSM's size limits before they call KMS.
+//! - [`seal_bound`] (`sk2.`, what writers use), [`seal`] (legacy `sk1.`)
+//!   and [`open`]: AES-256-GCM (ring) with associated data that binds the
+//!   value to its [`Binding`] (environment, service, key name) and, for
+//!   `sk2.`, to its [`Bound`] (parameter version and write time).
 //! - [`LocalMasterKey`]: the stand-in for KMS on laptops, in the quick start
 //!   and in tests. It wraps data keys with AES-256-GCM and treats the
 //!   encryption context like KMS does.
 //!
 //! # The byte format
 //!
-//! A stored value is `sk1.` followed by the unpadded base64url (RFC 4648 §5)
+//! A stored value is `sk2.` followed by the unpadded base64url (RFC 4648 §5)
 //! encoding of:
 //!
 //! | field | size |
 //! |---|---|
-//! | version | 1 byte, `0x01` |
+//! | version | 1 byte, `0x02` |
+//! | bound parameter version | u64, big-endian: the SSM version this value was written as |
+//! | write time | u64, big-endian: seconds since the Unix epoch, writer's clock |
 //! | key id length | u16, big-endian |
 //! | key id | UTF-8, non-empty (the KMS key ARN, or `local:<fingerprint>`) |
 //! | wrapped data key length | u16, big-endian |
@@ -31,16 +36,24 @@
 //! | nonce | 12 bytes, random per value |
 //! | ciphertext and tag | AES-256-GCM output, the 16-byte tag last; everything up to the end |
 //!
+//! The legacy `sk1.` layout is the same without the two u64 fields and
+//! with version byte `0x01`. The prefix and the version byte must agree.
+//!
 //! Everything from the version byte to the end of the nonce is the *header*.
 //! The AEAD associated data is
 //!
 //! ```text
-//! b"sidekey sk1\0" || header || u16 BE len || environment || u16 BE len || service || u16 BE len || key
+//! b"sidekey sk2\0" || header || u16 BE len || environment || u16 BE len || service || u16 BE len || key
 //! ```
 //!
-//! so a value fails to open if anything in it was altered (including the key
-//! id and the wrapped key) or if it was copied to another environment, service
-//! or key name. The KMS encryption context of the data key is
+//! (`b"sidekey sk1\0"` for `sk1.`), so a value fails to open if anything in
+//! it was altered (including the key id, the wrapped key, the bound version
+//! and the write time) or if it was copied to another environment, service
+//! or key name. Opening does not compare the bound version and time with
+//! anything: the store checks them against the parameter's own `Version`
+//! and `LastModifiedDate`, so a value copied over a later version of its
+//! own parameter (a rollback) is refused. The KMS encryption context of the
+//! data key is
 //! `{"sidekey:environment": E, "sidekey:service": S}` ([`Binding::kms_context`]),
 //! so KMS itself refuses to unwrap a data key for another environment or
 //! service.
@@ -100,8 +113,9 @@ mod local;
 mod secret;
 
 pub use envelope::{
-    is_envelope, open, seal, seal_with_nonce, Binding, Envelope, CONTEXT_ENVIRONMENT,
-    CONTEXT_SERVICE, NONCE_LEN, PREFIX, TAG_LEN, VERSION,
+    is_envelope, open, seal, seal_bound, seal_bound_with_nonce, seal_with_nonce, Binding, Bound,
+    Envelope, BOUND_LEN, CONTEXT_ENVIRONMENT, CONTEXT_SERVICE, NONCE_LEN, PREFIX, PREFIX_SK2,
+    TAG_LEN, VERSION, VERSION_SK2,
 };
 pub use error::EnvelopeError;
 pub use keys::{DataKey, DATA_KEY_LEN};

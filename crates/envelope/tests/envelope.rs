@@ -83,7 +83,8 @@ fn is_envelope_checks_prefix_only() {
     assert!(is_envelope("sk1."));
     assert!(is_envelope("sk1.AAAA"));
     assert!(!is_envelope("SK1.AAAA"));
-    assert!(!is_envelope("sk2.AAAA"));
+    assert!(is_envelope("sk2.AAAA"));
+    assert!(!is_envelope("sk3.AAAA"));
     assert!(!is_envelope(" sk1.AAAA"));
     assert!(!is_envelope("plain value"));
 }
@@ -244,7 +245,7 @@ fn decode_rejects_malformed_values() {
         ("".into(), "does not start with"),
         ("sk1".into(), "does not start with"),
         ("SK1.AQ".into(), "does not start with"),
-        (good.replacen("sk1.", "sk2.", 1), "does not start with"),
+        (good.replacen("sk1.", "sk3.", 1), "does not start with"),
         ("sk1.".into(), "nothing after"),
         (format!("{good}="), "padding"),
         (format!("{good}=="), "padding"),
@@ -370,6 +371,7 @@ fn seal_validates_fields() {
 #[test]
 fn try_encode_refuses_unrepresentable_lengths() {
     let env = Envelope {
+        bound: None,
         key_id: "k".repeat(70_000),
         wrapped_key: vec![1],
         nonce: [0; 12],
@@ -387,6 +389,7 @@ fn try_encode_refuses_unrepresentable_lengths() {
 fn encode_is_faithful_for_invalid_envelopes() {
     // Useful for tests elsewhere: encode never validates, decode does.
     let env = Envelope {
+        bound: None,
         key_id: String::new(),
         wrapped_key: vec![],
         nonce: [0; 12],

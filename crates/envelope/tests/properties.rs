@@ -68,6 +68,7 @@ proptest! {
         wrapped_len in 1usize..2000,
     ) {
         let env = Envelope {
+            bound: None,
             key_id: "k".repeat(key_id_len),
             wrapped_key: vec![0xab; wrapped_len],
             nonce: [3; 12],
