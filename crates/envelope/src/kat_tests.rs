@@ -154,10 +154,15 @@ use crate::{seal_bound_with_nonce, Bound};
 fn kats_sk2() -> Vec<(Kat, Bound)> {
     let expected = [
         concat!(
-            "sk2.AgAAAAAAAAADAAAAAGkwzwAAS2Fybjphd3M6a21zOmV1LXdlc3QtMToxMTExMjIyMjMzMzM6a2V5LzEyMzRhYmNkLTEyYWItMzRjZC01NmVmLTEyMzQ1Njc4OTBhYgATa21zLWNpcGhlcnRleHQtYmxvYqChoqOkpaanqKmqq5Z3D1kiuWfMWEqosW4WrLcey2NjodQwX-hOQuRFnkEy4FkllsNOOlM4y_gM4CrxJQMeBwRtWRWkAw",
+            "sk2.AgAAAAAAAAADAAAAAGkwzwAAS2Fybjphd3M6a21zOmV1LXdlc3QtMToxMTEx",
+            "MjIyMjMzMzM6a2V5LzEyMzRhYmNkLTEyYWItMzRjZC01NmVmLTEyMzQ1Njc4OTBh",
+            "YgATa21zLWNpcGhlcnRleHQtYmxvYqChoqOkpaanqKmqq5Z3D1kiuWfMWEqosW4W",
+            "rLcey2NjodQwX-hOQuRFnkEy4FkllsNOOlM4y_gM4CrxJQMeBwRtWRWkAw",
         ),
         concat!(
-            "sk2.AgAAAAAAAAABAAAAAAAAAAAAFmxvY2FsOjAxMjM0NTY3ODlhYmNkZWYAPFpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWgAAAAAAAAAAAAAAALSD5jARUxTnSkDNoydN5yo",
+            "sk2.AgAAAAAAAAABAAAAAAAAAAAAFmxvY2FsOjAxMjM0NTY3ODlhYmNkZWYAPFpa",
+            "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpa",
+            "WlpaWlpaWlpaWgAAAAAAAAAAAAAAALSD5jARUxTnSkDNoydN5yo",
         ),
     ];
     let bounds = [
