@@ -10,7 +10,7 @@ use sidekey_patch::Config;
 
 use crate::audit::{AuditTarget, AuditTargetError};
 
-/// `sidekey-injector --listen ADDR --tls-cert FILE --tls-key FILE [--config FILE] [--agent-image IMAGE]`
+/// `sidekey-injector --listen ADDR --tls-cert FILE --tls-key FILE [--client-ca FILE] [--config FILE] [--agent-image IMAGE]`
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sidekey-injector", version, about, long_about = None)]
 pub struct Args {
@@ -25,6 +25,44 @@ pub struct Args {
     /// PEM private key of the certificate; reloaded when the file changes.
     #[arg(long, env = "SIDEKEY_INJECTOR_TLS_KEY", value_name = "FILE")]
     pub tls_key: PathBuf,
+
+    /// PEM bundle of CA certificates: every caller must present a client
+    /// certificate chaining to it (the API server's webhook client
+    /// certificate), or the TLS handshake fails. Reloaded with the serving
+    /// certificate. Without it, anyone who reaches the port can submit reviews.
+    #[arg(long, env = "SIDEKEY_INJECTOR_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Most open connections (TLS handshakes included); a connection over it
+    /// is accepted and closed at once.
+    #[arg(
+        long,
+        env = "SIDEKEY_INJECTOR_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Most review body bytes held at once, across all requests (`Ki`/`Mi`
+    /// suffixes allowed; at least 3Mi, the largest body). A review is
+    /// counted at its Content-Length (3 MiB without one) before any of it
+    /// is read; one that does not fit is answered 503.
+    #[arg(long, env = "SIDEKEY_INJECTOR_BODY_BUDGET", default_value = "32Mi",
+          value_parser = parse_bytes, value_name = "BYTES")]
+    pub body_budget: usize,
+
+    /// Longest TLS handshake, wait for a request's headers, and request
+    /// (its whole body read included: 408 past it).
+    #[arg(long, env = "SIDEKEY_INJECTOR_READ_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub read_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY; HTTP/1.1 idle connections close after
+    /// `--read-timeout` already).
+    #[arg(long, env = "SIDEKEY_INJECTOR_IDLE_TIMEOUT", default_value = "20s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
 
     /// YAML configuration (unknown fields rejected); every default applies without it.
     #[arg(long, env = "SIDEKEY_INJECTOR_CONFIG", value_name = "FILE")]
@@ -90,6 +128,39 @@ pub enum SettingsError {
     Audit(#[from] AuditTargetError),
     #[error("--reload-interval must be more than zero")]
     ReloadInterval,
+    #[error("{0}")]
+    ClientCa(#[source] crate::tls::TlsError),
+    #[error("--max-connections must be between 1 and 1000000")]
+    MaxConnections,
+    #[error("--body-budget must be at least {min} bytes (the largest review body), not {got}")]
+    BodyBudget { min: usize, got: usize },
+    #[error("--{0} must be more than zero")]
+    ZeroTimeout(&'static str),
+}
+
+/// Parses a byte count: digits, optionally followed by `Ki`, `Mi` or `Gi`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a byte count (digits, then optionally Ki, Mi or Gi)"
+            ))
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (digits, then optionally Ki, Mi or Gi)"))?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n <= u32::MAX as usize)
+        .ok_or_else(|| format!("{s:?} is too large (at most 4 GiB)"))
 }
 
 /// Validated settings: what [`crate::run`] needs.
@@ -102,6 +173,11 @@ pub struct Settings {
     pub audit: AuditTarget,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
+    pub client_ca: Option<PathBuf>,
+    pub max_connections: usize,
+    pub body_budget: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub test_delay: Option<Duration>,
 }
 
@@ -136,6 +212,24 @@ impl Settings {
         if args.reload_interval.is_zero() {
             return Err(SettingsError::ReloadInterval);
         }
+        if let Some(path) = &args.client_ca {
+            crate::tls::load_client_ca(path).map_err(SettingsError::ClientCa)?;
+        }
+        if args.max_connections == 0 || args.max_connections > 1_000_000 {
+            return Err(SettingsError::MaxConnections);
+        }
+        if args.body_budget < crate::BODY_LIMIT {
+            return Err(SettingsError::BodyBudget {
+                min: crate::BODY_LIMIT,
+                got: args.body_budget,
+            });
+        }
+        if args.read_timeout.is_zero() {
+            return Err(SettingsError::ZeroTimeout("read-timeout"));
+        }
+        if args.idle_timeout.is_zero() {
+            return Err(SettingsError::ZeroTimeout("idle-timeout"));
+        }
         Ok(Settings {
             listen: args.listen,
             tls_cert: args.tls_cert.clone(),
@@ -144,6 +238,11 @@ impl Settings {
             audit: args.audit.parse()?,
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
+            client_ca: args.client_ca.clone(),
+            max_connections: args.max_connections,
+            body_budget: args.body_budget,
+            read_timeout: args.read_timeout,
+            idle_timeout: args.idle_timeout,
             test_delay: args.test_delay_ms.map(Duration::from_millis),
         })
     }

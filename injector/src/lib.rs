@@ -9,9 +9,11 @@
 //! - [`service`]: the routes (`POST /mutate`, `GET /healthz`, `/readyz`,
 //!   `/metrics`), the body limit and the request timeout, callable without
 //!   a socket ([`Injector::handle`], or as a `tower::Service`).
-//! - [`tls`]: the serving certificate, reloaded from disk when it changes.
-//! - [`server`]: the TLS listener (HTTP/2 and HTTP/1.1), timeouts and
-//!   graceful shutdown.
+//! - [`tls`]: the serving certificate and the client CA, reloaded from disk
+//!   when they change.
+//! - [`server`]: the TLS listener (HTTP/2 and HTTP/1.1), the limits that
+//!   bound memory whatever callers do (connections, body bytes in flight,
+//!   timeouts) and graceful shutdown.
 //! - [`metrics`], [`audit`], [`logging`], [`args`].
 //!
 //! A review body is never logged (a pod's env values may be secrets): logs
@@ -33,6 +35,6 @@ pub use args::{Args, Settings, SettingsError};
 pub use audit::{AuditSink, AuditTarget, Lost};
 pub use metrics::{Metrics, ReviewOutcome};
 pub use review::{review, Reviewed};
-pub use server::{run, serve, ServeError};
+pub use server::{run, serve, ServeError, ServeLimits};
 pub use service::{Injector, Limits, BODY_LIMIT};
 pub use tls::{CertStore, TlsError};

@@ -11,6 +11,14 @@
 //!   (short-lived namespaces would otherwise grow the series forever).
 //! - `sidekey_injector_certificate_reloads_total{result}` and
 //!   `sidekey_injector_audit_failures_total`.
+//! - What protects the process from its callers:
+//!   `sidekey_injector_connections_open` (gauge),
+//!   `sidekey_injector_connections_refused_total` (over `--max-connections`),
+//!   `sidekey_injector_tls_handshake_failures_total{reason}` (`error`: no
+//!   or a bad client certificate among others; `timeout`),
+//!   `sidekey_injector_body_budget_refusals_total` (503: over
+//!   `--body-budget`), `sidekey_injector_body_bytes_reserved` (gauge),
+//!   `sidekey_injector_idle_connections_closed_total`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -128,6 +136,13 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     audit_failures: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+    handshake_errors: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    budget_refusals: AtomicU64,
+    body_reserved: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 impl Metrics {
@@ -155,6 +170,80 @@ impl Metrics {
     /// Counts audit records that could not be written.
     pub fn audit_failures(&self, records: u64) {
         self.audit_failures.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// A connection was accepted (`true`) or has ended (`false`).
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection closed at once: `--max-connections` reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake (`timeout`: it took too long).
+    pub fn handshake_failed(&self, timeout: bool) {
+        let c = if timeout {
+            &self.handshake_timeouts
+        } else {
+            &self.handshake_errors
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused (503) because its body did not fit the budget.
+    pub fn body_budget_refused(&self) {
+        self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Body bytes reserved from the budget (`true`) or given back.
+    pub fn body_reserved(&self, bytes: u64, reserved: bool) {
+        if reserved {
+            self.body_reserved.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.body_reserved.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// `sidekey_injector_body_bytes_reserved`.
+    pub fn body_bytes_reserved(&self) -> u64 {
+        self.body_reserved.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed for being idle.
+    pub fn idle_closed(&self) {
+        self.idle_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `sidekey_injector_connections_open`.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// `sidekey_injector_connections_refused_total`.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused.load(Ordering::Relaxed)
+    }
+
+    /// `sidekey_injector_tls_handshake_failures_total`, both reasons.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_errors.load(Ordering::Relaxed)
+            + self.handshake_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// `sidekey_injector_body_budget_refusals_total`.
+    pub fn body_budget_refusals(&self) -> u64 {
+        self.budget_refusals.load(Ordering::Relaxed)
+    }
+
+    /// `sidekey_injector_idle_connections_closed_total`.
+    pub fn idle_connections_closed(&self) -> u64 {
+        self.idle_closed.load(Ordering::Relaxed)
     }
 
     /// `sidekey_injector_reviews_total{outcome}`.
@@ -257,6 +346,55 @@ impl Metrics {
             out,
             "sidekey_injector_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, kind, help, value) in [
+            (
+                "sidekey_injector_connections_open",
+                "gauge",
+                "Connections open now (TLS handshakes included).",
+                load(&self.connections_open),
+            ),
+            (
+                "sidekey_injector_connections_refused_total",
+                "counter",
+                "Connections closed at once: --max-connections reached.",
+                load(&self.connections_refused),
+            ),
+            (
+                "sidekey_injector_body_budget_refusals_total",
+                "counter",
+                "Requests answered 503: their body did not fit --body-budget.",
+                load(&self.budget_refusals),
+            ),
+            (
+                "sidekey_injector_body_bytes_reserved",
+                "gauge",
+                "Review body bytes reserved from --body-budget now.",
+                load(&self.body_reserved),
+            ),
+            (
+                "sidekey_injector_idle_connections_closed_total",
+                "counter",
+                "Connections closed after --idle-timeout without a request.",
+                load(&self.idle_closed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out.push_str("# HELP sidekey_injector_tls_handshake_failures_total TLS handshakes that failed (a missing or untrusted client certificate among others) or timed out.\n");
+        out.push_str("# TYPE sidekey_injector_tls_handshake_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "sidekey_injector_tls_handshake_failures_total{{reason=\"error\"}} {}",
+            load(&self.handshake_errors)
+        );
+        let _ = writeln!(
+            out,
+            "sidekey_injector_tls_handshake_failures_total{{reason=\"timeout\"}} {}",
+            load(&self.handshake_timeouts)
         );
         out
     }

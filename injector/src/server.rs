@@ -1,12 +1,27 @@
 //! The HTTPS listener: TLS (rustls, ring) with ALPN `h2` and `http/1.1`,
-//! hyper's automatic HTTP/1.1-or-HTTP/2 connections, timeouts, and
-//! graceful shutdown.
+//! hyper's automatic HTTP/1.1-or-HTTP/2 connections, what protects the
+//! process from its callers, and graceful shutdown.
 //!
-//! - TLS handshake timeout and HTTP/1.1 header read timeout: 10 s each;
-//!   the whole request (body read included) is bounded by
-//!   [`crate::Limits::request_timeout`].
-//! - HTTP/2: keep-alive pings every 20 s (the API server keeps its
-//!   connections open), at most 250 concurrent streams per connection.
+//! Whoever reaches the port, memory stays bounded ([`ServeLimits`]):
+//!
+//! - Client certificates (`--client-ca`, see [`crate::tls`]): without one
+//!   that chains to the bundle, the handshake fails and nothing is read.
+//! - At most `max_connections` open connections (handshakes included); one
+//!   more is accepted and closed at once.
+//! - A global budget of review body bytes in flight: a `POST` reserves its
+//!   Content-Length (the 3 MiB body limit without one) before any of its
+//!   body is read, and is answered 503 when that does not fit. The body
+//!   limit itself (413) and the body read are [`crate::service`]'s.
+//! - `read_timeout` (default 10 s) bounds the TLS handshake, the wait for a
+//!   request's headers (HTTP/1.1: idle keep-alive connections included) and
+//!   the whole request, body read included (408).
+//! - `idle_timeout` (default 20 s): a connection with no request in flight
+//!   for that long is shut down gracefully (HTTP/2: GOAWAY; a connection
+//!   still open `read_timeout` later is dropped).
+//! - HTTP/1.1: at most 64 KiB buffered per connection (headers included);
+//!   HTTP/2: 16 KiB of headers, 1 MiB flow-control windows, keep-alive
+//!   pings every 20 s (the API server keeps its connections open), at most
+//!   250 concurrent streams per connection.
 //! - Shutdown (SIGTERM or SIGINT, see [`shutdown_signal`]): the listener
 //!   is closed at once, HTTP/2 connections get GOAWAY, HTTP/1.1 ones close
 //!   after their current response, and in-flight reviews run to the end
@@ -15,26 +30,37 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::args::Settings;
 use crate::audit::AuditSink;
-use crate::service::{Injector, Limits};
+use crate::service::{HttpResponse, Injector, Limits, BODY_LIMIT};
 use crate::tls::CertStore;
 
-/// Longest TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a request's headers (HTTP/1.1).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest TLS handshake, header wait and request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle time after which a connection is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default most open connections.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Default budget of review body bytes in flight: 32 MiB.
+pub const BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// Most bytes an HTTP/1.1 connection buffers (a request's headers must fit).
+pub const HTTP1_BUFFER: usize = 64 * 1024;
 
 /// The server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -51,22 +77,62 @@ pub enum ServeError {
     GraceExceeded(usize),
 }
 
+/// What bounds the server's work and memory, whatever its callers do.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Most open connections; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Most review body bytes reserved at once (at least [`BODY_LIMIT`]).
+    pub body_budget: usize,
+    /// Longest TLS handshake and wait for a request's headers.
+    pub read_timeout: Duration,
+    /// A connection without a request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long in-flight reviews may take to finish after shutdown.
+    pub grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: MAX_CONNECTIONS,
+            body_budget: BODY_BUDGET,
+            read_timeout: READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            grace: Duration::from_secs(25),
+        }
+    }
+}
+
 /// Runs the injector with `settings` until `shutdown` completes, then shuts
 /// down gracefully.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let certs = CertStore::new(&settings.tls_cert, &settings.tls_key);
+    let certs = CertStore::with_client_ca(
+        &settings.tls_cert,
+        &settings.tls_key,
+        settings.client_ca.clone(),
+    );
     match certs.reload() {
         Ok(_) => tracing::info!(cert = %settings.tls_cert.display(), "serving certificate loaded"),
         Err(e) => {
             tracing::error!(error = %e, "no serving certificate yet; not ready until one loads")
         }
     }
-    let tls = certs.server_config()?;
+    match &settings.client_ca {
+        Some(ca) => tracing::info!(
+            client_ca = %ca.display(),
+            "client certificates required: only callers with a certificate from this CA bundle can submit reviews"
+        ),
+        None => tracing::warn!(
+            "no --client-ca: any caller that reaches the port can submit reviews (and have them audited under any user name); give the API server a client certificate and set --client-ca"
+        ),
+    }
     let injector = Injector::new(
         settings.config,
         AuditSink::new(&settings.audit),
         Some(certs.clone()),
         Limits {
+            request_timeout: settings.read_timeout,
             test_delay: settings.test_delay,
             ..Limits::default()
         },
@@ -84,42 +150,69 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(addr = %local, audit = %settings.audit, "listening");
 
     let metrics_handle = injector.clone();
-    let watcher = tokio::spawn(certs.watch(settings.reload_interval, move |ok| {
+    let watcher = tokio::spawn(certs.clone().watch(settings.reload_interval, move |ok| {
         metrics_handle.metrics().certificate_reload(ok)
     }));
-    let result = serve(listener, injector, tls, shutdown, settings.shutdown_grace).await;
+    let limits = ServeLimits {
+        max_connections: settings.max_connections,
+        body_budget: settings.body_budget,
+        read_timeout: settings.read_timeout,
+        idle_timeout: settings.idle_timeout,
+        grace: settings.shutdown_grace,
+    };
+    let result = serve(listener, injector, certs, limits, shutdown).await;
     watcher.abort();
     result
 }
 
-/// Serves `injector` over TLS on `listener` until `shutdown` completes;
-/// then stops accepting and waits up to `grace` for open connections to
-/// finish their requests.
+/// What every connection task shares.
+struct Shared {
+    injector: Injector,
+    certs: Arc<CertStore>,
+    builder: auto::Builder<TokioExecutor>,
+    budget: Arc<Semaphore>,
+    limits: ServeLimits,
+    stop: watch::Receiver<bool>,
+}
+
+/// Serves `injector` over TLS (the certificate, and the client CA if any,
+/// from `certs`, read at each handshake) on `listener` until `shutdown`
+/// completes; then stops accepting and waits up to `limits.grace` for open
+/// connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     injector: Injector,
-    tls: Arc<ServerConfig>,
+    certs: Arc<CertStore>,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
 ) -> Result<(), ServeError> {
-    let acceptor = TlsAcceptor::from(tls);
-    let builder = Arc::new(http_builder());
-    let graceful = GracefulShutdown::new();
+    // Both are counted in u32 permits; the settings keep them far below.
+    let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        injector: injector.clone(),
+        certs,
+        builder: http_builder(limits.read_timeout),
+        budget: Arc::new(Semaphore::new(limits.body_budget.max(BODY_LIMIT))),
+        limits,
+        stop,
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(connection(
-                        stream,
-                        peer,
-                        acceptor.clone(),
-                        builder.clone(),
-                        injector.clone(),
-                        graceful.watcher(),
-                    ));
-                }
+                Ok((stream, peer)) => match connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(connection(shared.clone(), stream, peer, permit));
+                    }
+                    Err(_) => {
+                        injector.metrics().connection_refused();
+                        tracing::debug!(%peer, max = max_connections, "too many connections; closing the new one");
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -129,73 +222,272 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let open = max_connections - connections.available_permits();
     tracing::info!(
         connections = open,
         "shutting down: listener closed, finishing in-flight reviews"
     );
+    stop_tx.send_replace(true);
+    // Every connection holds one permit: all of them back means all closed.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {
+        _ = connections.acquire_many(all) => {
             tracing::info!("shutdown complete");
             Ok(())
         }
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace = ?grace, "shutdown grace period over; closing the remaining connections");
-            Err(ServeError::GraceExceeded(open))
+        () = tokio::time::sleep(limits.grace) => {
+            tracing::warn!(grace = ?limits.grace, "shutdown grace period over; closing the remaining connections");
+            Err(ServeError::GraceExceeded(max_connections - connections.available_permits()))
         }
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(read_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(read_timeout)
+        .max_buf_size(HTTP1_BUFFER)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(16 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .initial_stream_window_size(1024 * 1024)
         .max_concurrent_streams(250);
     builder
 }
 
-/// One accepted connection: the TLS handshake, then HTTP until the peer or
-/// a graceful shutdown closes it.
+/// Counts a connection as open while it lives.
+struct Open(Injector);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.metrics().connection(false);
+    }
+}
+
+/// One accepted connection: the TLS handshake, then HTTP until the peer,
+/// the idle timeout or a graceful shutdown closes it.
 async fn connection(
+    shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    injector: Injector,
-    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
 ) {
+    let metrics_of = shared.injector.clone();
+    metrics_of.metrics().connection(true);
+    let _open = Open(metrics_of.clone());
+    let metrics = metrics_of.metrics();
+    let limits = shared.limits;
+    let mut stop = shared.stop.clone();
     let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let Some(config) = shared.certs.current_config() else {
+        tracing::debug!(%peer, "the client CA is not loaded yet; closing the connection");
+        metrics.handshake_failed(false);
+        return;
     };
-    // The review's future is boxed: hyper spawns a task per HTTP/2 stream,
-    // and a task is created by moving its future, so a small one (a
-    // pointer) is cheaper to spawn than the whole review's state.
-    let service = service_fn(move |req| {
-        let injector = injector.clone();
-        async move { Ok::<_, Infallible>(Box::pin(injector.handle(req)).await) }
-    });
-    let conn = builder
+    let handshake = tokio::time::timeout(
+        limits.read_timeout,
+        TlsAcceptor::from(config).accept(stream),
+    );
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                metrics.handshake_failed(false);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.handshake_failed(true);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let shared = shared.clone();
+        let activity = activity.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            let busy = activity.begin();
+            // The review's future is boxed: hyper spawns a task per HTTP/2
+            // stream, and a task is created by moving its future, so a small
+            // one (a pointer) is cheaper to spawn than the whole review's
+            // state.
+            async move {
+                let _busy = busy;
+                let Ok(_reserved) = reserve(&shared, &req) else {
+                    shared.injector.metrics().body_budget_refused();
+                    tracing::info!(
+                        budget = shared.limits.body_budget,
+                        "review refused: the body budget is spent"
+                    );
+                    return Ok::<_, Infallible>(over_budget());
+                };
+                Ok(Box::pin(shared.injector.handle(req)).await)
+            }
+        })
+    };
+    let conn = shared
+        .builder
         .serve_connection(TokioIo::new(tls), service)
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let idle = tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = activity.idle(limits.idle_timeout) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    conn.as_mut().graceful_shutdown();
+    if idle {
+        metrics.idle_closed();
+        tracing::debug!(%peer, "closing an idle connection");
+        if tokio::time::timeout(limits.read_timeout, conn.as_mut())
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "an idle connection did not close; dropped");
+        }
+    } else if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Reserves a `POST`'s body from the budget before any of it is read: its
+/// Content-Length, or the body limit without one. `Err` when it does not
+/// fit. A declared length over the limit reserves nothing (the service
+/// answers 413 without reading).
+fn reserve(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Reserved>, ()> {
+    if req.method() != Method::POST {
+        return Ok(None);
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let need = match declared {
+        Some(n) if n > BODY_LIMIT as u64 => return Ok(None),
+        Some(0) => return Ok(None),
+        Some(n) => n,
+        None => BODY_LIMIT as u64,
+    };
+    let permits = u32::try_from(need).map_err(|_| ())?;
+    let permit = shared
+        .budget
+        .clone()
+        .try_acquire_many_owned(permits)
+        .map_err(|_| ())?;
+    shared.injector.metrics().body_reserved(need, true);
+    Ok(Some(Reserved {
+        _permit: permit,
+        bytes: need,
+        injector: shared.injector.clone(),
+    }))
+}
+
+/// Body bytes reserved from the budget, given back when dropped (once the
+/// answer is built: the body has been read and dropped by then).
+struct Reserved {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+    injector: Injector,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.injector.metrics().body_reserved(self.bytes, false);
+    }
+}
+
+fn over_budget() -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(
+        b"too many review bodies in flight; try again\n",
+    )));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = r.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    born: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `born` to the last request's start or end.
+    last: AtomicU64,
+}
+
+/// A request in flight (see [`Activity::begin`]).
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.born + Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+
+    /// Completes once no request has been in flight for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let wake = match self.idle_since() {
+                Some(since) => {
+                    let at = since + timeout;
+                    if Instant::now() >= at {
+                        return;
+                    }
+                    at
+                }
+                None => Instant::now() + timeout,
+            };
+            tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

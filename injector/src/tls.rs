@@ -12,6 +12,13 @@
 //! tried again as soon as the content changes again.
 //!
 //! The private key's bytes are zeroized after parsing.
+//!
+//! With a client CA ([`CertStore::with_client_ca`], `--client-ca`), every
+//! caller must present a certificate that chains to that PEM bundle (rustls'
+//! `WebPkiClientVerifier`), or the handshake fails: nothing is read from
+//! the connection and nothing is audited. The bundle is polled with the
+//! pair and reloaded the same way: a new bundle applies from the next
+//! handshake; one that does not load keeps the previous one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +29,7 @@ use ring::digest::{Context, SHA256};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use zeroize::Zeroizing;
@@ -48,6 +55,8 @@ pub enum TlsError {
         key: PathBuf,
         detail: String,
     },
+    #[error("--client-ca {path}: {detail}")]
+    ClientCa { path: PathBuf, detail: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -61,33 +70,70 @@ pub enum Reload {
     Loaded,
 }
 
-/// The certificate currently served, and where it comes from.
+/// The certificate currently served, the client CA required (if any), and
+/// where they come from.
 #[derive(Debug)]
 pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
-    current: ArcSwapOption<CertifiedKey>,
+    client_ca: Option<PathBuf>,
+    current: Arc<ArcSwapOption<CertifiedKey>>,
     /// SHA-256 of the content tried last (loaded or not).
     tried: Mutex<Option<[u8; 32]>>,
+    /// SHA-256 of the client CA bundle tried last.
+    ca_tried: Mutex<Option<[u8; 32]>>,
+    /// The configuration handshakes use; `None` while a required client CA
+    /// has not loaded (every handshake is then refused).
+    config: ArcSwapOption<ServerConfig>,
     provider: Arc<CryptoProvider>,
 }
 
 impl CertStore {
     /// A store for the pair of files; nothing loaded yet (see
-    /// [`Self::reload`]). Uses the ring provider.
+    /// [`Self::reload`]). Uses the ring provider. No client certificate is
+    /// asked for.
     pub fn new(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Arc<CertStore> {
-        Arc::new(CertStore {
+        CertStore::with_client_ca(cert_path, key_path, None)
+    }
+
+    /// A store for the pair of files and, when `client_ca` is given, a PEM
+    /// bundle every client certificate must chain to. Nothing is loaded
+    /// yet, and with a client CA no handshake succeeds until
+    /// [`Self::reload`] has loaded it.
+    pub fn with_client_ca(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) -> Arc<CertStore> {
+        let store = Arc::new(CertStore {
             cert_path: cert_path.into(),
             key_path: key_path.into(),
-            current: ArcSwapOption::empty(),
+            client_ca,
+            current: Arc::new(ArcSwapOption::empty()),
             tried: Mutex::new(None),
+            ca_tried: Mutex::new(None),
+            config: ArcSwapOption::empty(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-        })
+        });
+        if store.client_ca.is_none() {
+            // Cannot fail with the ring provider's defaults; if it ever did,
+            // `server_config` reports it.
+            if let Ok(config) = store.build_config(None) {
+                store.config.store(Some(config));
+            }
+        }
+        store
+    }
+
+    /// The client CA bundle required, if any.
+    pub fn client_ca(&self) -> Option<&Path> {
+        self.client_ca.as_deref()
     }
 
     /// Whether a certificate is loaded (readiness).
+    /// With a client CA, that bundle must be loaded too.
     pub fn is_loaded(&self) -> bool {
-        self.current.load().is_some()
+        self.current.load().is_some() && self.config.load().is_some()
     }
 
     /// The certificate chain served now (leaf first).
@@ -95,9 +141,39 @@ impl CertStore {
         self.current.load().as_ref().map(|ck| ck.cert.clone())
     }
 
-    /// Reads both files and, when their content changed since the last
-    /// try, loads them. On an error the certificate served stays as it was.
+    /// Reads the pair (and the client CA bundle, if any) and loads what
+    /// changed since the last try. On an error what is served stays as it
+    /// was; the first error is returned (the other file is still tried).
     pub fn reload(&self) -> Result<Reload, TlsError> {
+        let pair = self.reload_pair();
+        let ca = self.reload_client_ca();
+        match (pair, ca) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(Reload::Loaded), _) | (_, Ok(Reload::Loaded)) => Ok(Reload::Loaded),
+            _ => Ok(Reload::Unchanged),
+        }
+    }
+
+    fn reload_client_ca(&self) -> Result<Reload, TlsError> {
+        let Some(path) = &self.client_ca else {
+            return Ok(Reload::Unchanged);
+        };
+        let pem = read(path)?;
+        let hash = content_hash(&pem, b"");
+        {
+            let mut tried = self.ca_tried.lock().unwrap_or_else(|p| p.into_inner());
+            if *tried == Some(hash) {
+                return Ok(Reload::Unchanged);
+            }
+            *tried = Some(hash);
+        }
+        let verifier = client_verifier(path, &pem, &self.provider)?;
+        let config = self.build_config(Some(verifier))?;
+        self.config.store(Some(config));
+        Ok(Reload::Loaded)
+    }
+
+    fn reload_pair(&self) -> Result<Reload, TlsError> {
         let cert_pem = read(&self.cert_path)?;
         let key_pem = Zeroizing::new(read(&self.key_path)?);
         let hash = content_hash(&cert_pem, &key_pem);
@@ -136,13 +212,40 @@ impl CertStore {
         })
     }
 
-    /// A rustls server configuration that serves this store's current
-    /// certificate, offering ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+    /// The rustls server configuration for the next handshake: it serves
+    /// this store's current certificate, offers ALPN `h2` and `http/1.1`,
+    /// TLS 1.2 and 1.3, and requires a client certificate when a client CA
+    /// is configured. `None` while a required client CA has not loaded yet.
+    pub fn current_config(&self) -> Option<Arc<ServerConfig>> {
+        self.config.load_full()
+    }
+
+    /// [`Self::current_config`], or why there is none.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        if let Some(config) = self.current_config() {
+            return Ok(config);
+        }
+        match &self.client_ca {
+            Some(path) => Err(TlsError::ClientCa {
+                path: path.clone(),
+                detail: "not loaded yet".to_owned(),
+            }),
+            None => self.build_config(None),
+        }
+    }
+
+    fn build_config(
+        &self,
+        verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let resolver = Resolver(self.current.clone());
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -151,35 +254,51 @@ impl CertStore {
     /// after each load attempt of changed content. Errors are logged once
     /// per distinct message.
     pub async fn watch(self: Arc<Self>, interval: Duration, on_reload: impl Fn(bool)) {
-        let mut last_error: Option<String> = None;
+        let mut last_error: [Option<String>; 2] = [None, None];
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
             ticker.tick().await;
             let store = self.clone();
-            let result = match tokio::task::spawn_blocking(move || store.reload()).await {
+            let results = match tokio::task::spawn_blocking(move || {
+                [store.reload_pair(), store.reload_client_ca()]
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "the certificate reload task failed");
                     continue;
                 }
             };
-            match result {
-                Ok(Reload::Unchanged) => {}
-                Ok(Reload::Loaded) => {
-                    last_error = None;
-                    on_reload(true);
-                    tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if !matches!(e, TlsError::Read { .. }) {
-                        on_reload(false);
+            for (i, result) in results.into_iter().enumerate() {
+                let what = if i == 0 {
+                    "serving certificate"
+                } else {
+                    "client CA"
+                };
+                match result {
+                    Ok(Reload::Unchanged) => {}
+                    Ok(Reload::Loaded) => {
+                        last_error[i] = None;
+                        on_reload(true);
+                        if i == 0 {
+                            tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
+                        } else {
+                            let path = self.client_ca.as_deref().unwrap_or(Path::new("-"));
+                            tracing::info!(client_ca = %path.display(), "client CA reloaded");
+                        }
                     }
-                    if last_error.as_deref() != Some(message.as_str()) {
-                        tracing::error!(error = %message, "cannot reload the serving certificate; still serving the previous one");
-                        last_error = Some(message);
+                    Err(e) => {
+                        let message = e.to_string();
+                        if !matches!(e, TlsError::Read { .. }) {
+                            on_reload(false);
+                        }
+                        if last_error[i].as_deref() != Some(message.as_str()) {
+                            tracing::error!(error = %message, "cannot reload the {what}; still using the previous one");
+                            last_error[i] = Some(message);
+                        }
                     }
                 }
             }
@@ -205,10 +324,52 @@ fn content_hash(cert: &[u8], key: &[u8]) -> [u8; 32] {
 }
 
 #[derive(Debug)]
-struct Resolver(Arc<CertStore>);
+struct Resolver(Arc<ArcSwapOption<CertifiedKey>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.current.load_full()
+        self.0.load_full()
     }
+}
+
+/// Reads and checks a client CA bundle: at least one PEM certificate, each
+/// usable as a trust anchor. The error names `--client-ca` and the file.
+pub fn load_client_ca(path: &Path) -> Result<(), TlsError> {
+    let pem = read(path).map_err(|e| TlsError::ClientCa {
+        path: path.to_owned(),
+        detail: match e {
+            TlsError::Read { source, .. } => format!("cannot read the file: {source}"),
+            other => other.to_string(),
+        },
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    client_verifier(path, &pem, &provider).map(|_| ())
+}
+
+fn client_verifier(
+    path: &Path,
+    pem: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |detail: String| TlsError::ClientCa {
+        path: path.to_owned(),
+        detail,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a PEM certificate bundle ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate in the file (a bundle of CA certificates is required)".to_owned(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.into_iter().enumerate() {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("certificate {} is not a usable CA: {e}", i + 1)))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| bad(format!("cannot build the client verifier: {e}")))
 }

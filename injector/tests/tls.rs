@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hyper::StatusCode;
 use rustls::pki_types::CertificateDer;
-use sidekey_injector::{serve, CertStore, Injector};
+use sidekey_injector::{serve, CertStore, Injector, ServeLimits};
 use tokio::sync::oneshot;
 
 struct Server {
@@ -53,11 +53,14 @@ impl Server {
         let task = tokio::spawn(serve(
             listener,
             injector.clone(),
-            certs.server_config().unwrap(),
+            certs.clone(),
+            ServeLimits {
+                grace: Duration::from_secs(5),
+                ..ServeLimits::default()
+            },
             async move {
                 let _ = stopped.await;
             },
-            Duration::from_secs(5),
         ));
         Server {
             addr,

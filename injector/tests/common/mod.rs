@@ -190,6 +190,25 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A client certificate (extended key usage `clientAuth`) for `name`,
+    /// as the API server's webhook client certificate is.
+    pub fn client(&self, name: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+}
+
 impl Leaf {
     /// Writes the pair the way a rotation does: new files renamed over the
     /// old ones.
@@ -233,28 +252,24 @@ impl Client {
         roots: &[&CertificateDer<'static>],
         alpn: Alpn,
     ) -> Result<Client, String> {
-        let mut store = rustls::RootCertStore::empty();
-        for r in roots {
-            store.add((*r).clone()).map_err(|e| e.to_string())?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-        config.alpn_protocols = match alpn {
-            Alpn::H2 => vec![b"h2".to_vec()],
-            Alpn::Http11 => vec![b"http/1.1".to_vec()],
-        };
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        Client::connect_as(addr, roots, alpn, None).await
+    }
+
+    /// [`Client::connect`], presenting `identity` as the client certificate.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        roots: &[&CertificateDer<'static>],
+        alpn: Alpn,
+        identity: Option<&Leaf>,
+    ) -> Result<Client, String> {
+        let tls = tls_connect(addr, roots, alpn, identity).await?;
+        Client::over(tls).await
+    }
+
+    /// HTTP over an established TLS connection.
+    pub async fn over(
+        tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) -> Result<Client, String> {
         let (_, session) = tls.get_ref();
         let peer = session
             .peer_certificates()
@@ -333,6 +348,49 @@ impl Client {
             Sender::H1(_) => None,
         }
     }
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only `roots`,
+/// presenting `identity` as the client certificate when given.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    roots: &[&CertificateDer<'static>],
+    alpn: Alpn,
+    identity: Option<&Leaf>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(store);
+    let mut config = match identity {
+        None => config.with_no_client_auth(),
+        Some(leaf) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let chain = vec![leaf.der.clone()];
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                .map_err(|e| e.to_string())?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    config.alpn_protocols = match alpn {
+        Alpn::H2 => vec![b"h2".to_vec()],
+        Alpn::Http11 => vec![b"http/1.1".to_vec()],
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
 }
 
 // ---------------------------------------------------------------- the binary
