@@ -226,23 +226,19 @@ fn review_request(
     config: &Config,
 ) -> Reviewed {
     let mut event = Event::new(AUDIT_EVENT);
-    event.namespace = req.namespace.as_deref().map(str::to_owned);
-    event.pod = req
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned);
+    event.namespace = req.namespace.as_deref().map(bounded);
+    event.pod = req.name.as_deref().filter(|n| !n.is_empty()).map(bounded);
     event.actor = req
         .user_info
         .as_ref()
         .and_then(|u| u.username.as_deref())
-        .map(str::to_owned);
+        .map(bounded);
     event
         .extra
-        .insert("uid".to_owned(), req.uid.to_string().into());
+        .insert("uid".to_owned(), bounded(&req.uid).into());
     event
         .extra
-        .insert("operation".to_owned(), req.operation.to_string().into());
+        .insert("operation".to_owned(), bounded(&req.operation).into());
     if req.dry_run == Some(true) {
         event.extra.insert("dry_run".to_owned(), true.into());
     }
@@ -281,7 +277,7 @@ fn review_request(
         return invalid(&req.uid, event, "the request has no object".to_owned());
     };
     if event.pod.is_none() {
-        event.pod = pod.name().map(str::to_owned);
+        event.pod = pod.name().map(bounded);
     }
     if event.namespace.as_deref().is_none_or(str::is_empty) {
         event.namespace = pod
@@ -289,7 +285,7 @@ fn review_request(
             .namespace
             .as_deref()
             .filter(|n| !n.is_empty())
-            .map(str::to_owned);
+            .map(bounded);
     }
     let Some(namespace) = event.namespace.as_deref() else {
         return invalid(&req.uid, event, "the request has no namespace".to_owned());
@@ -344,12 +340,13 @@ fn refused_response(uid: &str, code: u16, reason: &str, message: String) -> Admi
 
 fn skipped(uid: &str, mut event: Event, reason: String) -> Reviewed {
     event.outcome = Outcome::Skipped;
-    event.reason = Some(reason);
+    event.reason = Some(cut(reason, MAX_DENIAL_CHARS));
     answer(allowed_response(uid), ReviewOutcome::Skipped, event)
 }
 
 fn invalid(uid: &str, mut event: Event, message: String) -> Reviewed {
     event.outcome = Outcome::Failure;
+    let message = cut(message, MAX_DENIAL_CHARS);
     event.reason = Some(format!("invalid review: {message}"));
     let response = refused_response(uid, 400, "BadRequest", message);
     answer(response, ReviewOutcome::Invalid, event)
@@ -363,20 +360,65 @@ fn denied(uid: &str, mut event: Event, denials: &[Denial]) -> Reviewed {
     answer(response, ReviewOutcome::Denied, event)
 }
 
+/// The most denials one message (and its audit record) lists; the rest
+/// are counted. A pod can hold hundreds of bad annotations: the answer and
+/// the audit line stay a few KB whatever it holds.
+pub const MAX_DENIALS_SHOWN: usize = 5;
+
+/// The longest text of one denial in a message; longer ones are cut.
+pub const MAX_DENIAL_CHARS: usize = 1024;
+
 /// The denials as one message: `"; "`-separated, each prefixed with its
-/// annotation unless its message already names it.
+/// annotation unless its message already names it; the first
+/// [`MAX_DENIALS_SHOWN`] (each cut at [`MAX_DENIAL_CHARS`]), then how many
+/// more there are.
 pub fn join_denials(denials: &[Denial]) -> String {
     if denials.is_empty() {
         return "denied by sidekey".to_owned();
     }
-    let parts: Vec<String> = denials
+    let mut parts: Vec<String> = denials
         .iter()
-        .map(|d| match &d.annotation {
-            Some(a) if !d.message.contains(a.as_str()) => format!("{a}: {}", d.message),
-            _ => d.message.clone(),
+        .take(MAX_DENIALS_SHOWN)
+        .map(|d| {
+            let text = match &d.annotation {
+                Some(a) if !d.message.contains(a.as_str()) => format!("{a}: {}", d.message),
+                _ => d.message.clone(),
+            };
+            cut(text, MAX_DENIAL_CHARS)
         })
         .collect();
+    if denials.len() > MAX_DENIALS_SHOWN {
+        parts.push(format!(
+            "and {} more problem(s)",
+            denials.len() - MAX_DENIALS_SHOWN
+        ));
+    }
     parts.join("; ")
+}
+
+/// The longest name, namespace, user, uid or operation an audit record
+/// carries from a request (Kubernetes names are at most 253 characters).
+pub const MAX_FIELD_CHARS: usize = 256;
+
+/// A request's field for the audit record, cut at [`MAX_FIELD_CHARS`].
+fn bounded(s: &str) -> String {
+    if s.len() <= MAX_FIELD_CHARS {
+        s.to_owned()
+    } else {
+        cut(s.to_owned(), MAX_FIELD_CHARS)
+    }
+}
+
+/// `text` cut to at most `max` characters (on a character boundary), with
+/// how long it was.
+fn cut(mut text: String, max: usize) -> String {
+    let Some((at, _)) = text.char_indices().nth(max) else {
+        return text;
+    };
+    let total = text.chars().count();
+    text.truncate(at);
+    text.push_str(&format!("... ({total} characters)"));
+    text
 }
 
 fn injected(uid: &str, mut event: Event, plan: Plan) -> Reviewed {
@@ -577,6 +619,23 @@ mod tests {
              sidekey.io/delivery must be env, files or both; the pod has no containers"
         );
         assert_eq!(join_denials(&[]), "denied by sidekey");
+    }
+
+    #[test]
+    fn many_or_long_denials_are_bounded() {
+        let many: Vec<Denial> = (0..300)
+            .map(|i| Denial::annotation(&format!("sidekey.io/x{i}"), "x".repeat(400)))
+            .collect();
+        let message = join_denials(&many);
+        assert!(message.len() < 3_000, "{} bytes", message.len());
+        assert!(message.starts_with("sidekey.io/x0: "), "{message}");
+        assert!(message.ends_with("; and 295 more problem(s)"), "{message}");
+        let long = join_denials(&[Denial::pod("é".repeat(5_000))]);
+        assert_eq!(
+            long.chars().count(),
+            MAX_DENIAL_CHARS + "... (5000 characters)".len()
+        );
+        assert!(long.ends_with("... (5000 characters)"), "{long}");
     }
 
     #[test]
