@@ -1,4 +1,5 @@
-//! A pod author against the real `sidekey-injector` process, over TLS: a
+//! A pod author against the real `sidekey-injector` process, reviews
+//! coming through the API server (TLS with its client certificate): a
 //! forged `sidekey.io/injected` marker with their own agent and
 //! environment, `SIDEKEY_*` settings from `envFrom`, the injector's
 //! volumes mounted by their own containers, hundreds of bad annotations;
@@ -20,6 +21,9 @@ struct World {
     _dir: tempfile::TempDir,
     process: Process,
     ca: Ca,
+    /// The API server's client certificate (`--client-ca` trusts its CA):
+    /// the pod author's reviews come through the API server.
+    apiserver: Leaf,
     audit: std::path::PathBuf,
 }
 
@@ -35,25 +39,39 @@ fn start(dir: tempfile::TempDir, prepare_audit: impl FnOnce(&Path)) -> World {
     .unwrap();
     let audit = dir.path().join("audit.jsonl");
     prepare_audit(&audit);
+    let apiserver_ca = Ca::new("API server client CA");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &apiserver_ca.pem).unwrap();
     let process = Process::start(
         &cert,
         &key,
-        &["--config", config.to_str().unwrap()],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--client-ca",
+            client_ca.to_str().unwrap(),
+        ],
         &[("SIDEKEY_AUDIT", &format!("file:{}", audit.display()))],
     );
     World {
         _dir: dir,
         process,
         ca,
+        apiserver: apiserver_ca.client("kube-apiserver"),
         audit,
     }
 }
 
 impl World {
     async fn post(&self, review: &Value) -> Value {
-        let mut client = Client::connect(self.process.addr, &[&self.ca.der], Alpn::H2)
-            .await
-            .unwrap();
+        let mut client = Client::connect_as(
+            self.process.addr,
+            &[&self.ca.der],
+            Alpn::H2,
+            Some(&self.apiserver),
+        )
+        .await
+        .unwrap();
         let answer = client
             .send("POST", "/mutate", serde_json::to_vec(review).unwrap())
             .await
@@ -62,9 +80,14 @@ impl World {
     }
 
     async fn metrics(&self) -> String {
-        let mut client = Client::connect(self.process.addr, &[&self.ca.der], Alpn::Http11)
-            .await
-            .unwrap();
+        let mut client = Client::connect_as(
+            self.process.addr,
+            &[&self.ca.der],
+            Alpn::Http11,
+            Some(&self.apiserver),
+        )
+        .await
+        .unwrap();
         client
             .send("GET", "/metrics", Vec::new())
             .await
