@@ -18,6 +18,12 @@ pub struct Args {
     #[arg(long, env = "SIDEKEY_INJECTOR_LISTEN", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// Also serve `/healthz`, `/readyz` and `/metrics` (nothing else) over
+    /// plain HTTP on this address, e.g. `0.0.0.0:9090`: for the kubelet's
+    /// probes and Prometheus, which have no client certificate.
+    #[arg(long, env = "SIDEKEY_INJECTOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PEM certificate chain, leaf first; reloaded when the file changes.
     #[arg(long, env = "SIDEKEY_INJECTOR_TLS_CERT", value_name = "FILE")]
     pub tls_cert: PathBuf,
@@ -167,6 +173,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 #[derive(Debug)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub config: Config,
@@ -232,6 +239,7 @@ impl Settings {
         }
         Ok(Settings {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             config,

@@ -148,6 +148,23 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         source,
     })?;
     tracing::info!(addr = %local, audit = %settings.audit, "listening");
+    let plain = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tracing::info!(probes_addr = %bound, "serving /healthz, /readyz and /metrics over plain HTTP");
+            Some(tokio::spawn(serve_plain(
+                listener,
+                injector.clone(),
+                settings.read_timeout,
+            )))
+        }
+        None => None,
+    };
 
     let metrics_handle = injector.clone();
     let watcher = tokio::spawn(certs.clone().watch(settings.reload_interval, move |ok| {
@@ -162,7 +179,73 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     let result = serve(listener, injector, certs, limits, shutdown).await;
     watcher.abort();
+    if let Some(plain) = plain {
+        plain.abort();
+    }
     result
+}
+
+/// Most connections to the plain probes-and-metrics listener.
+pub const PLAIN_MAX_CONNECTIONS: usize = 32;
+
+/// Serves `GET`/`HEAD` `/healthz`, `/readyz` and `/metrics` over plain
+/// HTTP/1.1 on `listener` (`--metrics-listen`): the kubelet's probes and
+/// Prometheus reach them without a client certificate. Any other path is
+/// 404, `/mutate` included; no request body is ever read. At most
+/// [`PLAIN_MAX_CONNECTIONS`] connections; `read_timeout` bounds the wait
+/// for a request's headers, idle keep-alive included.
+pub async fn serve_plain(listener: TcpListener, injector: Injector, read_timeout: Duration) {
+    let connections = Arc::new(Semaphore::new(PLAIN_MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .max_buf_size(16 * 1024)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection (probes and metrics)");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            injector.metrics().connection_refused();
+            drop(stream);
+            continue;
+        };
+        let injector = injector.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req: Request<Incoming>| {
+                let injector = injector.clone();
+                async move {
+                    let r = match req.uri().path() {
+                        "/healthz" | "/readyz" | "/metrics" => injector.handle(req).await,
+                        _ => {
+                            let mut r =
+                                Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                            *r.status_mut() = StatusCode::NOT_FOUND;
+                            r
+                        }
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            // Bounded: a request in flight is a GET answered at once, and
+            // the header read timeout closes idle connections.
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "probes connection ended with an error");
+            }
+        });
+    }
 }
 
 /// What every connection task shares.

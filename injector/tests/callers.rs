@@ -265,11 +265,52 @@ async fn the_binary_with_client_ca_refuses_callers_without_a_certificate_and_aud
     let (ca, _, cert, key) = write_certs(dir.path());
     let apiserver_ca = Ca::new("API server client CA");
     let bundle = write_pem(dir.path(), "client-ca.crt", &apiserver_ca.pem);
-    let process = Process::start(&cert, &key, &["--client-ca", &bundle], &[]);
+    let mut process = Process::start(
+        &cert,
+        &key,
+        &["--client-ca", &bundle, "--metrics-listen", "127.0.0.1:0"],
+        &[],
+    );
     assert!(process
         .stderr_text()
         .contains("client certificates required"));
     assert!(!process.stderr_text().contains("no --client-ca"));
+
+    // Probes and metrics without a certificate, over plain HTTP; /mutate is
+    // not served there.
+    let line = tokio::task::block_in_place(|| process.wait_for_stderr("probes_addr=", WAIT));
+    let plain: SocketAddr = line
+        .split("probes_addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let get = |request: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&read_until_closed(&mut tcp).await).into_owned()
+    };
+    let ready = get("GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = get("GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(
+        metrics.contains("sidekey_injector_reviews_total"),
+        "{metrics}"
+    );
+    let body = serde_json::to_string(&review(
+        "plain-uid",
+        "team-a",
+        "CREATE",
+        pod(opted_in("api")),
+    ))
+    .unwrap();
+    let mutate = get(format!(
+        "POST /mutate HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    assert!(mutate.starts_with("HTTP/1.1 404"), "{mutate}");
 
     let forged = review("forged-uid", "team-a", "CREATE", pod(opted_in("api")));
     for alpn in [Alpn::H2, Alpn::Http11] {
@@ -314,7 +355,10 @@ async fn the_binary_with_client_ca_refuses_callers_without_a_certificate_and_aud
     let (code, stdout, stderr) = tokio::task::block_in_place(|| process.wait(WAIT));
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&stderr));
     let audit = String::from_utf8_lossy(&stdout);
-    assert!(!audit.contains("forged-uid"), "{audit}");
+    assert!(
+        !audit.contains("forged-uid") && !audit.contains("plain-uid"),
+        "{audit}"
+    );
     assert_eq!(audit.matches("real-uid").count(), 1, "{audit}");
 }
 
