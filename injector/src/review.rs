@@ -444,6 +444,17 @@ fn injected(uid: &str, mut event: Event, plan: Plan) -> Reviewed {
     event
         .extra
         .insert("delivery".to_owned(), plan.delivery.to_string().into());
+    // What the operator allowed beyond the defaults, on the record of each
+    // pod it applies to.
+    if plan.allow_legacy_values {
+        event.extra.insert("allow_legacy".to_owned(), true.into());
+    }
+    if !plan.allow_loader_env.is_empty() {
+        event.extra.insert(
+            "allow_loader_env".to_owned(),
+            plan.allow_loader_env.clone().into(),
+        );
+    }
     event.extra.insert(
         "containers".to_owned(),
         plan.containers

@@ -392,6 +392,55 @@ async fn picks_are_audited_by_key_and_version() {
 }
 
 #[tokio::test]
+async fn migration_allowances_reach_the_agent_and_the_audit_record() {
+    let config = Config::from_yaml(
+        "environments:\n  - namespaces: legacy\n    allowLegacyValues: true\n    allowLoaderEnv: [NODE_OPTIONS]\n",
+    )
+    .unwrap()
+    .with_injector_namespace("sidekey");
+    let inj = Injector::new(
+        config,
+        sidekey_injector::AuditSink::memory(),
+        None,
+        Limits::default(),
+    );
+    for (uid, namespace) in [("u-legacy", "legacy"), ("u-plain", "team-a")] {
+        let resp = mutate(
+            &inj,
+            &review(uid, namespace, "CREATE", pod(opted_in("api"))),
+        )
+        .await
+        .response();
+        assert_eq!(resp["allowed"], true, "{resp}");
+        let patched =
+            sidekey_patch::apply(&pod(opted_in("api")), &patch_of(&resp).unwrap()).unwrap();
+        let env = patched["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let value = |n: &str| env.iter().find(|e| e["name"] == n).unwrap()["value"].clone();
+        let legacy = namespace == "legacy";
+        assert_eq!(
+            value("SIDEKEY_ALLOW_LEGACY"),
+            if legacy { "true" } else { "false" }
+        );
+        assert_eq!(
+            value("SIDEKEY_ALLOW_LOADER_ENV"),
+            if legacy { "NODE_OPTIONS" } else { "" }
+        );
+    }
+    let records = audit_records(&inj);
+    assert_eq!(records[0]["allow_legacy"], true);
+    assert_eq!(records[0]["allow_loader_env"], json!(["NODE_OPTIONS"]));
+    assert!(records[1].get("allow_legacy").is_none(), "{}", records[1]);
+    assert!(
+        records[1].get("allow_loader_env").is_none(),
+        "{}",
+        records[1]
+    );
+}
+
+#[tokio::test]
 async fn bad_annotations_are_denied_with_403_naming_the_annotation() {
     let inj = injector();
     let cases = [

@@ -95,6 +95,11 @@ pub struct Plan {
     pub containers: Vec<String>,
     /// How they receive them.
     pub delivery: Delivery,
+    /// The agent accepts plain `String` parameters and old envelopes
+    /// (`environments[].allowLegacyValues`).
+    pub allow_legacy_values: bool,
+    /// Loader variables the agent may set (`environments[].allowLoaderEnv`).
+    pub allow_loader_env: Vec<String>,
 }
 
 /// A JSON Patch (RFC 6902) as the JSON text the API server receives.
@@ -231,6 +236,8 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
         services: a.services,
         picks: a.picks,
         delivery: a.delivery,
+        allow_legacy_values: policy.allow_legacy_values,
+        allow_loader_env: policy.allow_loader_env.to_vec(),
     })
 }
 
