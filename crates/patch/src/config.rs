@@ -809,9 +809,11 @@ fn parse_rule(i: usize, r: RawRule) -> Result<EnvironmentRule, ConfigError> {
     })
 }
 
-/// An environment variable name the agent may be allowed to set:
-/// letters, digits and `_`, not starting with a digit, at most 128
-/// characters, and not a `SIDEKEY_*` one.
+/// An environment variable name the agent may be allowed to set: a key
+/// name (letters, digits and `_`, not starting with a digit, at most 128
+/// characters), not a `SIDEKEY_*` one. Whether it is one of the loader
+/// variables the agent refuses is the agent's to say (it exits 64 naming
+/// `SIDEKEY_ALLOW_LOADER_ENV` otherwise): the list lives in one place.
 fn check_env_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128

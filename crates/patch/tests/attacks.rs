@@ -449,6 +449,7 @@ environments:
 
 #[rstest]
 #[case::syntax("[NODE OPTIONS]", "environments[0].allowLoaderEnv[0]")]
+#[case::comma("[\"A,B\"]", "environments[0].allowLoaderEnv[0]")]
 #[case::digit("[1X]", "environments[0].allowLoaderEnv[0]")]
 #[case::own("[SIDEKEY_LOG]", "environments[0].allowLoaderEnv[0]")]
 #[case::twice("[LD_PRELOAD, LD_PRELOAD]", "environments[0].allowLoaderEnv[1]")]
