@@ -49,9 +49,9 @@ pub struct Args {
     )]
     pub max_connections: usize,
 
-    /// Most review body bytes held at once, across all requests (`Ki`/`Mi`
-    /// suffixes allowed; at least 3Mi, the largest body). A review is
-    /// counted at its Content-Length (3 MiB without one) before any of it
+    /// Most review body bytes held at once, across all requests (a `Ki`,
+    /// `Mi` or `Gi` suffix allowed; at least 3Mi, the largest body). A review
+    /// is counted at its Content-Length (3 MiB without one) before any of it
     /// is read; one that does not fit is answered 503.
     #[arg(long, env = "SIDEKEY_INJECTOR_BODY_BUDGET", default_value = "32Mi",
           value_parser = parse_bytes, value_name = "BYTES")]
@@ -253,5 +253,23 @@ impl Settings {
             idle_timeout: args.idle_timeout,
             test_delay: args.test_delay_ms.map(Duration::from_millis),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("3Mi"), Ok(3 * 1024 * 1024));
+        assert_eq!(parse_bytes("64Ki"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        for bad in ["", "Mi", "3MB", "3 Mi", "-1", "1.5Mi"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains("not a byte count"), "{bad}: {e}");
+        }
+        assert!(parse_bytes("5Gi").unwrap_err().contains("too large"));
     }
 }

@@ -14,6 +14,8 @@
 //! - What protects the process from its callers:
 //!   `sidekey_injector_connections_open` (gauge),
 //!   `sidekey_injector_connections_refused_total` (over `--max-connections`),
+//!   `sidekey_injector_connections_evicted_total` (an unfinished handshake
+//!   closed to make room at the cap),
 //!   `sidekey_injector_tls_handshake_failures_total{reason}` (`error`: no
 //!   or a bad client certificate among others; `timeout`),
 //!   `sidekey_injector_body_budget_refusals_total` (503: over
@@ -138,6 +140,7 @@ pub struct Metrics {
     audit_failures: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    connections_evicted: AtomicU64,
     handshake_errors: AtomicU64,
     handshake_timeouts: AtomicU64,
     budget_refusals: AtomicU64,
@@ -184,6 +187,16 @@ impl Metrics {
     /// Counts a connection closed at once: `--max-connections` reached.
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed in its handshake to make room for a new one.
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `sidekey_injector_connections_evicted_total`.
+    pub fn connections_evicted(&self) -> u64 {
+        self.connections_evicted.load(Ordering::Relaxed)
     }
 
     /// Counts a failed TLS handshake (`timeout`: it took too long).
@@ -360,6 +373,12 @@ impl Metrics {
                 "counter",
                 "Connections closed at once: --max-connections reached.",
                 load(&self.connections_refused),
+            ),
+            (
+                "sidekey_injector_connections_evicted_total",
+                "counter",
+                "Connections still in their TLS handshake (or on the plain listener) closed to make room at the cap.",
+                load(&self.connections_evicted),
             ),
             (
                 "sidekey_injector_body_budget_refusals_total",

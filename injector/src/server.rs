@@ -6,8 +6,11 @@
 //!
 //! - Client certificates (`--client-ca`, see [`crate::tls`]): without one
 //!   that chains to the bundle, the handshake fails and nothing is read.
-//! - At most `max_connections` open connections (handshakes included); one
-//!   more is accepted and closed at once.
+//! - At most `max_connections` open connections (handshakes included). At
+//!   the cap, a new connection takes the place of the oldest one still in
+//!   its TLS handshake (so silent connections cannot lock the API server
+//!   out); when every connection has completed its handshake, the new one is
+//!   accepted and closed at once.
 //! - A global budget of review body bytes in flight: a `POST` reserves its
 //!   Content-Length (the 3 MiB body limit without one) before any of its
 //!   body is read, and is answered 503 when that does not fit. The body
@@ -19,7 +22,8 @@
 //!   for that long is shut down gracefully (HTTP/2: GOAWAY; a connection
 //!   still open `read_timeout` later is dropped).
 //! - HTTP/1.1: at most 64 KiB buffered per connection (headers included);
-//!   HTTP/2: 16 KiB of headers, 1 MiB flow-control windows, keep-alive
+//!   HTTP/2: 16 KiB of headers, flow-control windows of 512 KiB per
+//!   connection and 256 KiB per stream, keep-alive
 //!   pings every 20 s (the API server keeps its connections open), at most
 //!   250 concurrent streams per connection.
 //! - Shutdown (SIGTERM or SIGINT, see [`shutdown_signal`]): the listener
@@ -43,7 +47,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::args::Settings;
@@ -61,6 +65,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const BODY_BUDGET: usize = 32 * 1024 * 1024;
 /// Most bytes an HTTP/1.1 connection buffers (a request's headers must fit).
 pub const HTTP1_BUFFER: usize = 64 * 1024;
+/// HTTP/2 flow-control windows: at most this much of a connection's (a
+/// stream's) data is buffered before it is read.
+pub const H2_CONNECTION_WINDOW: u32 = 512 * 1024;
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
 
 /// The server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +200,13 @@ pub const PLAIN_MAX_CONNECTIONS: usize = 32;
 /// HTTP/1.1 on `listener` (`--metrics-listen`): the kubelet's probes and
 /// Prometheus reach them without a client certificate. Any other path is
 /// 404, `/mutate` included; no request body is ever read. At most
-/// [`PLAIN_MAX_CONNECTIONS`] connections; `read_timeout` bounds the wait
-/// for a request's headers, idle keep-alive included.
+/// [`PLAIN_MAX_CONNECTIONS`] connections, the oldest closed to make room for
+/// a new one (so callers who hold connections cannot starve the kubelet's
+/// probes); `read_timeout` bounds the wait for a request's headers, idle
+/// keep-alive included.
 pub async fn serve_plain(listener: TcpListener, injector: Injector, read_timeout: Duration) {
     let connections = Arc::new(Semaphore::new(PLAIN_MAX_CONNECTIONS));
+    let unproven = Arc::new(Unproven::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -212,15 +223,17 @@ pub async fn serve_plain(listener: TcpListener, injector: Injector, read_timeout
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            injector.metrics().connection_refused();
+        let Some(permit) = admit(&connections, &unproven, &injector).await else {
             drop(stream);
             continue;
         };
         let injector = injector.clone();
         let builder = builder.clone();
+        // Every connection here can be evicted, the oldest first.
+        let (guard, evict) = unproven.enter();
         tokio::spawn(async move {
             let _permit = permit;
+            let _guard = guard;
             let service = service_fn(move |req: Request<Incoming>| {
                 let injector = injector.clone();
                 async move {
@@ -238,11 +251,15 @@ pub async fn serve_plain(listener: TcpListener, injector: Injector, read_timeout
             });
             // Bounded: a request in flight is a GET answered at once, and
             // the header read timeout closes idle connections.
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "probes connection ended with an error");
+            tokio::select! {
+                r = builder.serve_connection(TokioIo::new(stream), service) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "probes connection ended with an error");
+                    }
+                }
+                () = evict.notified() => {
+                    tracing::debug!(%peer, "probes connection closed to make room");
+                }
             }
         });
     }
@@ -254,6 +271,7 @@ struct Shared {
     certs: Arc<CertStore>,
     builder: auto::Builder<TokioExecutor>,
     budget: Arc<Semaphore>,
+    unproven: Arc<Unproven>,
     limits: ServeLimits,
     stop: watch::Receiver<bool>,
 }
@@ -278,6 +296,7 @@ pub async fn serve(
         certs,
         builder: http_builder(limits.read_timeout),
         budget: Arc::new(Semaphore::new(limits.body_budget.max(BODY_LIMIT))),
+        unproven: Arc::new(Unproven::default()),
         limits,
         stop,
     });
@@ -286,12 +305,16 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match connections.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(connection(shared.clone(), stream, peer, permit));
+                Ok((stream, peer)) => match admit(&connections, &shared.unproven, &injector).await {
+                    Some(permit) => {
+                        // Until its handshake completes, the connection may
+                        // be closed to make room for a new one (the oldest
+                        // such goes first). Registered here, before its task
+                        // first runs, so that it can be found at once.
+                        let unproven = shared.unproven.enter();
+                        tokio::spawn(connection(shared.clone(), stream, peer, permit, unproven));
                     }
-                    Err(_) => {
-                        injector.metrics().connection_refused();
+                    None => {
                         tracing::debug!(%peer, max = max_connections, "too many connections; closing the new one");
                         drop(stream);
                     }
@@ -339,8 +362,10 @@ fn http_builder(read_timeout: Duration) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(16 * 1024)
-        .initial_connection_window_size(1024 * 1024)
-        .initial_stream_window_size(1024 * 1024)
+        // What a peer may send that is not read yet: a refused stream's
+        // data waits in these windows until the stream is dropped.
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
         .max_concurrent_streams(250);
     builder
 }
@@ -361,6 +386,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
+    (unproven, evict): (UnprovenGuard, Arc<Notify>),
 ) {
     let metrics_of = shared.injector.clone();
     metrics_of.metrics().connection(true);
@@ -393,7 +419,12 @@ async fn connection(
             }
         },
         _ = stop.wait_for(|s| *s) => return,
+        () = evict.notified() => {
+            tracing::debug!(%peer, "TLS handshake cut short to make room for a new connection");
+            return;
+        }
     };
+    drop(unproven);
     let activity = Arc::new(Activity::new());
     let service = {
         let shared = shared.clone();
@@ -447,6 +478,83 @@ async fn connection(
     } else if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// Connections that have proven nothing yet (a TLS handshake in progress;
+/// on the plain listener, every connection), oldest first. When the
+/// connection cap is reached, the oldest of them is closed to make room, so
+/// callers who open connections and stay silent cannot lock the API server
+/// out: they would have to open them faster than it completes a handshake.
+#[derive(Default)]
+struct Unproven {
+    next: AtomicU64,
+    waiting: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Notify>>>,
+}
+
+/// A connection's place in [`Unproven`], given up when dropped.
+struct UnprovenGuard {
+    id: u64,
+    set: Arc<Unproven>,
+}
+
+impl Unproven {
+    /// Registers a connection; the `Notify` fires when it must close.
+    fn enter(self: &Arc<Self>) -> (UnprovenGuard, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        self.lock().insert(id, notify.clone());
+        let guard = UnprovenGuard {
+            id,
+            set: self.clone(),
+        };
+        (guard, notify)
+    }
+
+    /// Tells the oldest registered connection to close; `false` if none.
+    fn evict_oldest(&self) -> bool {
+        match self.lock().pop_first() {
+            Some((_, notify)) => {
+                // Stored if the connection is not waiting yet.
+                notify.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for UnprovenGuard {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+    }
+}
+
+/// A slot for a new connection: a free one, else the one an unproven
+/// connection gives up (waiting at most 1 s for it; the accept loop waits
+/// meanwhile). `None` (counted as refused) when every slot holds a proven
+/// connection.
+async fn admit(
+    connections: &Arc<Semaphore>,
+    unproven: &Unproven,
+    injector: &Injector,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = connections.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    if unproven.evict_oldest() {
+        injector.metrics().connection_evicted();
+        let freed =
+            tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned());
+        if let Ok(Ok(permit)) = freed.await {
+            return Some(permit);
+        }
+    }
+    injector.metrics().connection_refused();
+    None
 }
 
 /// Reserves a `POST`'s body from the budget before any of it is read: its

@@ -693,6 +693,55 @@ async fn connections_over_the_cap_are_closed_at_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_lock_a_real_caller_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, cert, key) = write_certs(dir.path());
+    let process = Process::start(&cert, &key, &["--max-connections", "3"], &[]);
+    // Every slot taken by connections that never start their handshake.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(process.addr).await.unwrap());
+    }
+    // A caller that completes its handshake still gets in: it takes the
+    // place of the oldest silent connection. Each round another silent one
+    // comes in (taking the place of the next oldest silent one).
+    let mut callers = Vec::new();
+    for i in 0..3 {
+        let mut c = Client::connect(process.addr, &[&ca.der], Alpn::H2)
+            .await
+            .unwrap_or_else(|e| panic!("caller {i} locked out: {e}"));
+        let body = serde_json::to_vec(&injectable(&format!("through-{i}"))).unwrap();
+        assert_eq!(
+            c.send("POST", "/mutate", body).await.unwrap().response()["allowed"],
+            true
+        );
+        callers.push(c);
+        silent.push(tokio::net::TcpStream::connect(process.addr).await.unwrap());
+    }
+    // Every silent connection was closed: five to make room, and the last
+    // one refused once every slot held a caller that had completed its
+    // handshake.
+    for s in silent.iter_mut() {
+        read_until_closed(s).await;
+    }
+    let metrics = callers[0]
+        .send("GET", "/metrics", Vec::new())
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(
+        metric(&metrics, "sidekey_injector_connections_evicted_total"),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sidekey_injector_connections_refused_total"),
+        1,
+        "{metrics}"
+    );
+}
+
 /// A request body fed from a channel: it ends only when the sender is
 /// dropped.
 struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
