@@ -87,6 +87,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "SIDEKEY_CA_FILE",
     "SIDEKEY_LOG",
     "SIDEKEY_LOG_FORMAT",
+    "SIDEKEY_ALLOW_LEGACY",
+    "SIDEKEY_ALLOW_LOADER_ENV",
     // The CLI's own, harmless in the same shell.
     "SIDEKEY_AUDIT_LOG",
     "SIDEKEY_ACTOR",
@@ -156,6 +158,8 @@ pub struct Config {
     namespace: Option<String>,
     ca_file: Option<PathBuf>,
     aws: AwsSettings,
+    allow_legacy: bool,
+    allow_loader_env: Vec<String>,
 }
 
 /// A set variable, trimmed; blank counts as unset.
@@ -245,7 +249,23 @@ impl Config {
                 ));
             }
         }
+        let allow_legacy = match var(vars, "SIDEKEY_ALLOW_LEGACY").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SIDEKEY_ALLOW_LEGACY",
+                    format!("{other:?} is neither \"true\" nor \"false\""),
+                ))
+            }
+        };
+        let allow_loader_env = crate::loader::parse_allow_list(
+            &var(vars, "SIDEKEY_ALLOW_LOADER_ENV").unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError::new("SIDEKEY_ALLOW_LOADER_ENV", e))?;
         Ok(Config {
+            allow_legacy,
+            allow_loader_env,
             environment,
             inherit,
             services,
@@ -341,6 +361,18 @@ impl Config {
     /// An extra PEM bundle of trusted CAs.
     pub fn ca_file(&self) -> Option<&PathBuf> {
         self.ca_file.as_ref()
+    }
+
+    /// Whether plain String parameters and legacy `sk1.` envelopes are
+    /// read (`SIDEKEY_ALLOW_LEGACY=true`, for migrations).
+    pub fn allow_legacy(&self) -> bool {
+        self.allow_legacy
+    }
+
+    /// Loader variables the app may get from secrets
+    /// (`SIDEKEY_ALLOW_LOADER_ENV`).
+    pub fn allow_loader_env(&self) -> &[String] {
+        &self.allow_loader_env
     }
 
     /// Region and endpoint for the AWS SDK (unset: its default chain).

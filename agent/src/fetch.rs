@@ -291,6 +291,11 @@ impl FetchError {
                 code: Some(code),
                 detail: Some(one_line(reason)),
             },
+            StoreError::Refused { name, rule } => FetchError {
+                parameter: name,
+                code: None,
+                detail: Some(one_line(format!("refused: {rule}"))),
+            },
             StoreError::Decrypt { name, reason } => FetchError {
                 parameter: name,
                 code: None,

@@ -11,7 +11,8 @@
 //! Configuration comes from the non-secret `SIDEKEY_*` variables the
 //! injector sets, read through [`config::Vars`]. Exit status: 0 success;
 //! 64 configuration or usage error; 65 a value that cannot be delivered
-//! (a NUL byte in an environment variable, non-UTF-8 in a text format);
+//! (a NUL byte in an environment variable, non-UTF-8 in a text format, a
+//! variable that changes how the app loads code, see [`loader`]);
 //! 69 a secret that cannot be had (one line names the environment, the
 //! parameter and the AWS error code); 70 internal error; 73 files that
 //! cannot be written; 74 audit record that cannot be written; 126/127 a
@@ -30,6 +31,7 @@ pub mod exec;
 pub mod fetch;
 pub mod files;
 pub mod http;
+pub mod loader;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -208,12 +210,31 @@ pub async fn open_store(config: &Config) -> Result<Store, Failure> {
             )
         }
     };
-    Ok(Store::from_parts(
-        params,
-        keys,
-        config.prefix().clone(),
-        config.timeout(),
-    ))
+    Ok(
+        Store::from_parts(params, keys, config.prefix().clone(), config.timeout())
+            .with_allow_legacy(config.allow_legacy()),
+    )
+}
+
+/// Refuses a secret that would set a variable changing how the app loads
+/// code ([`loader`]), unless `SIDEKEY_ALLOW_LOADER_ENV` names it. Names the
+/// variable and its parameter, never the value.
+fn check_loader_variables(config: &Config, fetched: &Fetched) -> Result<(), Failure> {
+    for d in &fetched.secrets {
+        if loader::is_loader_variable(&d.var) && !config.allow_loader_env().contains(&d.var) {
+            return Err(Failure::new(
+                EXIT_DATA,
+                format!(
+                    "environment {}: {}: variable {} changes how the app loads code: refused \
+                     (name it in the environment's SIDEKEY_ALLOW_LOADER_ENV to allow it)",
+                    config.environment(),
+                    d.got.path,
+                    d.var
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn fetch_failure(config: &Config, e: fetch::FetchError) -> Failure {
@@ -267,6 +288,9 @@ fn exec_mode(vars: &dyn Vars, command: Vec<OsString>) -> Result<(), Failure> {
         Ok(f) => f,
         Err(f) => return Err(failed(&mut sink, &config, "exec", started, f)),
     };
+    if let Err(f) = check_loader_variables(&config, &fetched) {
+        return Err(failed(&mut sink, &config, "exec", started, f));
+    }
     let env = match exec::child_env(vars.all(), &fetched.secrets) {
         Ok(env) => env,
         Err(e) => {

@@ -56,6 +56,12 @@ pub struct Global {
     /// Overall deadline of the command, retries included (e.g. 30s, 2m)
     #[arg(long, env = "SIDEKEY_TIMEOUT", default_value = "30s", global = true)]
     pub timeout: String,
+
+    /// Also read plain String parameters and legacy sk1. envelopes, which are refused by
+    /// default (anyone with ssm:PutParameter can write a plain String; sk1. binds no version).
+    /// For migrations: `sidekey --allow-legacy rekey ENV SERVICE` re-seals a service as sk2.
+    #[arg(long, global = true)]
+    pub allow_legacy: bool,
 }
 
 /// Output formats.
@@ -228,15 +234,15 @@ pub struct PolicyArgs {
     /// One role for every namespace: the environment is the pod's namespace tag
     #[arg(long)]
     pub pod_identity: bool,
-    /// AWS account id (default: any, `*`)
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Region of the parameters (default: the --region option, else any)
+    /// AWS account id of the parameters (12 digits; required, no wildcards)
+    #[arg(long, required = true, value_name = "ID")]
+    pub account: String,
+    /// Region of the parameters (default: the --region option, else the KMS key's region; no wildcards)
     #[arg(long = "policy-region", value_name = "R")]
     pub policy_region: Option<String>,
-    /// ARN of the KMS key (default: any key of the account, limited by the encryption context)
-    #[arg(long)]
-    pub kms_key_arn: Option<String>,
+    /// ARN of the KMS key, arn:aws:kms:REGION:ACCOUNT:key/ID (required, no wildcards)
+    #[arg(long, required = true, value_name = "ARN")]
+    pub kms_key_arn: String,
     /// Also allow reading native SecureStrings written by other tools
     #[arg(long)]
     pub native: bool,

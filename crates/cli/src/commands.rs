@@ -105,6 +105,7 @@ impl Ctx {
             },
             timeout,
             actor: actor.clone(),
+            allow_legacy: global.allow_legacy,
         };
         let store = Store::open(&config).await.map_err(store_failure)?;
         Ok(Ctx {
@@ -342,9 +343,17 @@ impl Ctx {
                     if stored
                         .value
                         .expose()
-                        .starts_with(sidekey_envelope::PREFIX.as_bytes()) =>
+                        .starts_with(sidekey_envelope::PREFIX_SK2.as_bytes()) =>
                 {
                     "envelope"
+                }
+                sidekey_store::ParamType::String
+                    if stored
+                        .value
+                        .expose()
+                        .starts_with(sidekey_envelope::PREFIX.as_bytes()) =>
+                {
+                    "sk1"
                 }
                 sidekey_store::ParamType::String => "plain",
             };
@@ -907,28 +916,23 @@ fn policy_command(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
         .iter()
         .map(|b| env_name(b))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(account) = &args.account {
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Failure::usage(format!(
-                "--account {account:?}: an AWS account id is 12 digits"
-            )));
-        }
-    }
-    if let Some(arn) = &args.kms_key_arn {
-        if !arn.starts_with("arn:aws") || !arn.contains(":kms:") || !arn.contains(":key/") {
-            return Err(Failure::usage(format!(
-                "--kms-key-arn {arn:?}: give the key's ARN, arn:aws:kms:REGION:ACCOUNT:key/ID (IAM policies cannot name aliases)"
-            )));
-        }
-    }
-    let region = args.policy_region.as_deref().or(global.region.as_deref());
+    policy::check_account(&args.account).map_err(Failure::usage)?;
+    policy::check_kms_key_arn(&args.kms_key_arn).map_err(Failure::usage)?;
+    // The parameters' region: --policy-region, else --region, else the
+    // key's own region (never a wildcard).
+    let (flag, region) = match (&args.policy_region, &global.region) {
+        (Some(r), _) => ("--policy-region", r.as_str()),
+        (None, Some(r)) => ("--region", r.as_str()),
+        (None, None) => ("--kms-key-arn", policy::arn_region(&args.kms_key_arn)),
+    };
+    policy::check_region(flag, region).map_err(Failure::usage)?;
     let doc = policy::build(&policy::PolicyRequest {
         prefix: &prefix,
         environment: environment.as_ref(),
         inherit: &inherit,
-        account: args.account.as_deref(),
+        account: &args.account,
         region,
-        kms_key_arn: args.kms_key_arn.as_deref(),
+        kms_key_arn: &args.kms_key_arn,
         native: args.native,
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::failed(e.to_string()))?;

@@ -445,6 +445,8 @@ fn policy_is_limited_to_the_environment_and_passes_parliament() {
             "123456789012",
             "--region",
             "eu-west-1",
+            "--kms-key-arn",
+            KEY_ARN,
         ],
         b"",
     );
@@ -471,14 +473,28 @@ fn policy_is_limited_to_the_environment_and_passes_parliament() {
             "policy",
             "dev",
             "--native",
+            "--account",
+            "123456789012",
             "--kms-key-arn",
-            "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            KEY_ARN,
         ],
         b"",
     );
     parliament(&native.stdout);
 
-    let pod = w.ok(&["policy", "--pod-identity", "--inherit", "staging"], b"");
+    let pod = w.ok(
+        &[
+            "policy",
+            "--pod-identity",
+            "--inherit",
+            "staging",
+            "--account",
+            "123456789012",
+            "--kms-key-arn",
+            KEY_ARN,
+        ],
+        b"",
+    );
     let text = pod.stdout_str();
     assert!(
         text.contains(&format!(
@@ -494,9 +510,14 @@ fn policy_is_limited_to_the_environment_and_passes_parliament() {
             .as_bytes(),
     );
 
-    let bad = w.sk(&["policy", "dev", "--account", "12"], b"");
+    let bad = w.sk(
+        &["policy", "dev", "--account", "12", "--kms-key-arn", KEY_ARN],
+        b"",
+    );
     assert_eq!(bad.status, 2);
 }
+
+const KEY_ARN: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 /// Runs the parliament IAM linter: a clean policy prints nothing, exits 0.
 fn parliament(policy: &[u8]) {

@@ -59,7 +59,7 @@ fn a_value_copied_to_another_name_does_not_decrypt() {
         .and_then(|p| p.value())
         .expect("value")
         .to_owned();
-    assert!(raw.starts_with("sk1."));
+    assert!(raw.starts_with("sk2."));
     for (env, service, key) in [
         ("prod", "api", "DB_PASSWORD"),
         ("staging", "web", "DB_PASSWORD"),

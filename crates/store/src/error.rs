@@ -41,6 +41,13 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A value was read but is not trusted: a plain String or legacy `sk1.`
+    /// parameter without the migration opt-in, or an `sk2.` envelope whose
+    /// bound version or write time does not match its parameter (a replayed
+    /// or rolled-back value). `rule` says which; never the value.
+    #[error("refused {name}: {rule}")]
+    Refused { name: String, rule: String },
+
     /// The value cannot be stored as asked.
     #[error("{0}")]
     Invalid(String),

@@ -2,8 +2,34 @@
 //!
 //! Two backends behind one [`Store`]: AWS SSM Parameter Store with KMS
 //! (production) and an embedded local store with a local master key
-//! (laptops, the quick start, fast tests). Both store sidekey's `sk1.`
+//! (laptops, the quick start, fast tests). Both store sidekey's `sk2.`
 //! envelopes; SSM also serves native SecureStrings written by other tools.
+//!
+//! # What a read trusts
+//!
+//! - A native SecureString: SSM decrypted it with KMS, so its writer had
+//!   KMS rights. Read as it is.
+//! - An `sk2.` envelope: opened with the configured key, then its bound
+//!   version must equal the parameter's `Version` and its write time must
+//!   be within [`WRITE_TIME_TOLERANCE`] of the parameter's
+//!   `LastModifiedDate`; otherwise [`StoreError::Refused`] ("sealed for
+//!   version 3 but stored as version 5"). A value copied over a later
+//!   version, or replayed into a deleted and re-created parameter, fails.
+//! - A legacy `sk1.` envelope or a plain String parameter: refused unless
+//!   the store allows legacy values ([`Store::with_allow_legacy`]; the
+//!   CLI's `--allow-legacy`, the agent's `SIDEKEY_ALLOW_LEGACY=true`), for
+//!   migrations. `sidekey rekey --allow-legacy` re-seals them as `sk2.`.
+//!
+//! # What a write does
+//!
+//! It reads the service's parameters (their versions, and the data key to
+//! reuse), seals each value for the version it will become (current + 1)
+//! and writes it; when SSM answers another version (a concurrent writer),
+//! it seals for the next one and writes again, a few times at most. The
+//! data key reused is the one of the service's newest authenticated `sk2.`
+//! envelope: one that opens and matches its own parameter's version and
+//! time (never an `sk1.`, a plain or a mismatched value), so a replayed
+//! pre-rekey envelope cannot bring an old data key back.
 //!
 //! This is the I/O edge: it depends on the pure crates (`sidekey-model`,
 //! `sidekey-envelope`) and on tokio and the AWS SDK; no pure crate depends
@@ -20,9 +46,9 @@ mod ssm;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sidekey_envelope::{Binding, DataKey, Envelope, Secret};
+use sidekey_envelope::{Binding, Bound, DataKey, Envelope, Secret};
 use sidekey_model::{Environment, Key, ParamPath, Prefix, Selector, Service};
 use tokio::time::Instant;
 
@@ -36,14 +62,30 @@ pub use params::{
 pub use retry::Retry;
 pub use ssm::SsmParams;
 
+/// How far apart an `sk2.` envelope's write time and its parameter's
+/// `LastModifiedDate` may be: the writer seals just before SSM stamps the
+/// write, so this covers clock skew between the writer and AWS and a slow
+/// write. A value replayed into a parameter that was deleted and re-created
+/// (its version numbers start again) carries its old write time and is
+/// refused once it is older than this; within it, a replay is possible
+/// only for someone who may delete and write the parameter again.
+pub const WRITE_TIME_TOLERANCE: Duration = Duration::from_secs(15 * 60);
+
+/// How often a write seals again when SSM answers another version than the
+/// one it sealed for (concurrent writers).
+pub const MAX_WRITE_ATTEMPTS: u32 = 5;
+
 /// How a value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
-    /// sidekey's `sk1.` envelope.
+    /// sidekey's `sk2.` envelope, checked against its parameter.
     Envelope,
+    /// A legacy `sk1.` envelope (read only with the legacy opt-in).
+    LegacyEnvelope,
     /// A native SecureString (SSM decrypts it).
     Native,
-    /// A plain String parameter written by another tool: used as is.
+    /// A plain String parameter written by another tool (read only with
+    /// the legacy opt-in).
     Plain,
 }
 
@@ -52,6 +94,7 @@ impl ValueKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ValueKind::Envelope => "envelope",
+            ValueKind::LegacyEnvelope => "sk1",
             ValueKind::Native => "native",
             ValueKind::Plain => "plain",
         }
@@ -70,6 +113,9 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// Recorded as the author of local writes.
     pub actor: String,
+    /// Read plain String parameters and legacy `sk1.` envelopes (for a
+    /// migration); see [`Store::with_allow_legacy`].
+    pub allow_legacy: bool,
 }
 
 /// Options of a write.
@@ -110,7 +156,7 @@ pub struct Written {
 /// The data key a service's writes use.
 #[derive(Debug)]
 struct WriteKey {
-    key: DataKey,
+    key: Arc<DataKey>,
     wrapped: Vec<u8>,
     key_id: String,
 }
@@ -131,6 +177,7 @@ pub struct Store {
     write_keys: Mutex<HashMap<(String, String), Arc<WriteKey>>>,
     read_keys: Mutex<HashMap<ReadCacheKey, ReadKeySlot>>,
     rng: ring::rand::SystemRandom,
+    allow_legacy: bool,
 }
 
 impl Store {
@@ -163,12 +210,10 @@ impl Store {
                 )
             }
         };
-        Ok(Store::from_parts(
-            params,
-            keys,
-            config.prefix.clone(),
-            config.timeout,
-        ))
+        Ok(
+            Store::from_parts(params, keys, config.prefix.clone(), config.timeout)
+                .with_allow_legacy(config.allow_legacy),
+        )
     }
 
     /// A store over given backends.
@@ -182,7 +227,23 @@ impl Store {
             write_keys: Mutex::new(HashMap::new()),
             read_keys: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
+            allow_legacy: false,
         }
+    }
+
+    /// Whether reads accept plain String parameters and legacy `sk1.`
+    /// envelopes. Off by default: a plain String can be written by anyone
+    /// with `ssm:PutParameter` (no KMS rights needed), and an `sk1.` value
+    /// binds no version, so a rolled-back copy cannot be told apart. Turn it
+    /// on only to migrate (`sidekey rekey` re-seals every key as `sk2.`).
+    pub fn with_allow_legacy(mut self, allow: bool) -> Store {
+        self.allow_legacy = allow;
+        self
+    }
+
+    /// Whether legacy values are read (see [`Store::with_allow_legacy`]).
+    pub fn allows_legacy(&self) -> bool {
+        self.allow_legacy
     }
 
     /// The parameter prefix.
@@ -244,49 +305,118 @@ impl Store {
         for (key, value) in items {
             check_not_empty(&self.path(env, service, key), value)?;
         }
-        let mut stored: Vec<(ParamPath, Vec<u8>)> = Vec::with_capacity(items.len());
         if options.native {
-            for (key, value) in items {
-                let path = self.path(env, service, key);
-                check_size(&path, value.len(), value.len(), MAX_VALUE_BYTES)?;
-                if std::str::from_utf8(value.expose()).is_err() {
-                    return Err(StoreError::Invalid(format!(
-                        "value for {path} is not valid UTF-8: a native SecureString holds text only (drop --native to store any bytes)"
-                    )));
-                }
-                stored.push((path, value.expose().to_vec()));
+            return self.put_native(env, service, items, options).await;
+        }
+        // The service as it is: each key's current version (the next one is
+        // what a value is sealed for) and the data key to reuse.
+        let service_path = sidekey_model::service_path(&self.prefix, env, service);
+        let current = self.params.get_by_path(&service_path, self.retry()).await?;
+        let versions: HashMap<String, u64> = current
+            .iter()
+            .map(|p| (p.name.clone(), p.version))
+            .collect();
+        let write_key = self.write_key(env, service, &current).await?;
+        drop(current);
+        let (kid, wrapped) = (write_key.key_id.len(), write_key.wrapped.len());
+        for (key, value) in items {
+            let path = self.path(env, service, key);
+            let size = Envelope::encoded_len_sk2(value.len(), kid, wrapped);
+            if size > MAX_VALUE_BYTES {
+                let max_value = (0..MAX_VALUE_BYTES)
+                    .rev()
+                    .find(|&n| Envelope::encoded_len_sk2(n, kid, wrapped) <= MAX_VALUE_BYTES)
+                    .unwrap_or(0);
+                check_size(&path, value.len(), size, max_value)?;
             }
-        } else {
-            let write_key = self
-                .write_key(env, service, items.first().map(|(k, _)| k))
-                .await?;
-            for (key, value) in items {
-                let path = self.path(env, service, key);
-                let (kid, wrapped) = (write_key.key_id.len(), write_key.wrapped.len());
-                let size = Envelope::encoded_len(value.len(), kid, wrapped);
-                if size > MAX_VALUE_BYTES {
-                    let max_value = (0..MAX_VALUE_BYTES)
-                        .rev()
-                        .find(|&n| Envelope::encoded_len(n, kid, wrapped) <= MAX_VALUE_BYTES)
-                        .unwrap_or(0);
-                    check_size(&path, value.len(), size, max_value)?;
-                }
-                let binding = Binding {
-                    environment: env.as_str(),
-                    service: service.as_str(),
-                    key: key.as_str(),
+        }
+        let mut written = Vec::with_capacity(items.len());
+        for (key, value) in items {
+            let path = self.path(env, service, key);
+            let name = path.to_string();
+            let binding = Binding {
+                environment: env.as_str(),
+                service: service.as_str(),
+                key: key.as_str(),
+            };
+            let mut expected = versions.get(&name).copied().unwrap_or(0) + 1;
+            let mut attempt = 1;
+            let version = loop {
+                let bound = Bound {
+                    version: expected,
+                    written: unix_seconds(SystemTime::now()),
                 };
-                let envelope = sidekey_envelope::seal(
+                let envelope = sidekey_envelope::seal_bound(
                     &write_key.key,
                     &write_key.key_id,
                     &write_key.wrapped,
                     binding,
+                    bound,
                     value.expose(),
                     &self.rng,
                 )
                 .map_err(|e| StoreError::Invalid(format!("cannot seal {path}: {e}")))?;
-                stored.push((path, envelope.encode().into_bytes()));
+                let bytes = envelope.encode().into_bytes();
+                let request = PutRequest {
+                    name: &name,
+                    value: &bytes,
+                    param_type: ParamType::String,
+                    kms_key: None,
+                    overwrite: true,
+                };
+                let got = self
+                    .params
+                    .put(&request, self.retry())
+                    .await
+                    .map_err(|e| partial(e, &written))?;
+                if got == expected {
+                    break got;
+                }
+                if attempt >= MAX_WRITE_ATTEMPTS {
+                    return Err(partial(
+                        StoreError::Invalid(format!(
+                            "{name}: sealed for version {expected} but SSM stored it as version {got} \
+                             (another writer is writing the same key); gave up after {attempt} attempts: \
+                             version {got} will be refused on read, write the value again"
+                        )),
+                        &written,
+                    ));
+                }
+                tracing::warn!(parameter = %name, sealed_for = expected, stored_as = got,
+                    "another writer wrote this key at the same time: sealing for the next version");
+                expected = got + 1;
+                attempt += 1;
+            };
+            if let Some(label) = &options.label {
+                self.params
+                    .label(&name, version, label, self.retry())
+                    .await?;
             }
+            tracing::debug!(parameter = %name, version, "written");
+            written.push(Written { path, version });
+        }
+        Ok(written)
+    }
+
+    /// Writes native SecureStrings: SSM encrypts them with the configured
+    /// KMS key, so their writer needs KMS rights; they bind no version.
+    async fn put_native(
+        &self,
+        env: &Environment,
+        service: &Service,
+        items: &[(Key, &Secret)],
+        options: &PutOptions,
+    ) -> Result<Vec<Written>> {
+        let mut stored: Vec<(ParamPath, Vec<u8>)> = Vec::with_capacity(items.len());
+        for (key, value) in items {
+            let path = self.path(env, service, key);
+            check_size(&path, value.len(), value.len(), MAX_VALUE_BYTES)?;
+            if std::str::from_utf8(value.expose()).is_err() {
+                return Err(StoreError::Invalid(format!(
+                    "value for {path} is not valid UTF-8: a native SecureString holds text only (drop --native to store any bytes)"
+                )));
+            }
+            stored.push((path, value.expose().to_vec()));
         }
         let kms_key = self.key_id();
         let mut written = Vec::with_capacity(stored.len());
@@ -295,12 +425,8 @@ impl Store {
             let request = PutRequest {
                 name: &name,
                 value: bytes,
-                param_type: if options.native {
-                    ParamType::SecureString
-                } else {
-                    ParamType::String
-                },
-                kms_key: options.native.then_some(kms_key.as_str()),
+                param_type: ParamType::SecureString,
+                kms_key: Some(kms_key.as_str()),
                 overwrite: true,
             };
             let version = self
@@ -322,49 +448,81 @@ impl Store {
         Ok(written)
     }
 
-    /// The data key new writes to (env, service) use: the service's current
-    /// one when it has values (one KMS Decrypt), else a new one (one KMS
-    /// GenerateDataKey). Cached for the life of this store.
+    /// The data key new writes to (env, service) use: the key of the
+    /// service's newest authenticated `sk2.` envelope (one KMS Decrypt),
+    /// else a new one (one KMS GenerateDataKey). Cached for the life of
+    /// this store.
+    ///
+    /// "Authenticated": the envelope's bound version equals its parameter's
+    /// version, its write time is within [`WRITE_TIME_TOLERANCE`] of the
+    /// parameter's modification time, and it opens under the configured
+    /// key. Among those, the newest write time wins. A legacy `sk1.` value,
+    /// a plain value, or an envelope replayed over a later version is never
+    /// a source: it could carry a data key from before a rekey.
     async fn write_key(
         &self,
         env: &Environment,
         service: &Service,
-        hint: Option<&Key>,
+        current: &[StoredParam],
     ) -> Result<Arc<WriteKey>> {
         let cache_key = (env.as_str().to_owned(), service.as_str().to_owned());
         if let Some(k) = lock(&self.write_keys).get(&cache_key) {
             return Ok(k.clone());
         }
-        let binding = Binding {
-            environment: env.as_str(),
-            service: service.as_str(),
-            key: "",
-        };
-        let context = binding.kms_context();
-        let current = self.current_envelope(env, service, hint).await?;
-        let write_key = match current {
-            Some((name, envelope)) => {
-                let key = self
+        let mut candidates: Vec<(ParamPath, Envelope, Bound)> = current
+            .iter()
+            .filter_map(|p| {
+                let envelope = as_envelope(p)?;
+                let bound = envelope.bound?;
+                check_bound(&p.name, bound, p.version, p.last_modified).ok()?;
+                let path = ParamPath::parse(&self.prefix, &p.name).ok()?;
+                (path.environment() == env && path.service() == service)
+                    .then_some((path, envelope, bound))
+            })
+            .collect();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.2.written));
+        let mut chosen = None;
+        for (path, envelope, _) in candidates {
+            let name = path.to_string();
+            let binding = Binding {
+                environment: env.as_str(),
+                service: service.as_str(),
+                key: path.key().as_str(),
+            };
+            let key = match self.read_key(&envelope, binding, &name).await {
+                Ok(key) => key,
+                Err(e @ (StoreError::Decrypt { .. } | StoreError::KeyRefused { .. })) => {
+                    tracing::warn!(parameter = %name, error = %e, "not a data key source: its data key does not unwrap");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if sidekey_envelope::open(&envelope, &key, binding).is_err() {
+                tracing::warn!(parameter = %name, "not a data key source: it does not authenticate");
+                continue;
+            }
+            chosen = Some(WriteKey {
+                key,
+                wrapped: envelope.wrapped_key,
+                key_id: envelope.key_id,
+            });
+            break;
+        }
+        let write_key = match chosen {
+            Some(k) => k,
+            None => {
+                let binding = Binding {
+                    environment: env.as_str(),
+                    service: service.as_str(),
+                    key: "",
+                };
+                let target = sidekey_model::service_path(&self.prefix, env, service);
+                let new = self
                     .keys
-                    .unwrap(
-                        &envelope.wrapped_key,
-                        &envelope.key_id,
-                        &context,
-                        &name,
-                        self.retry(),
-                    )
+                    .generate(&binding.kms_context(), &target, self.retry())
                     .await?;
                 WriteKey {
-                    key,
-                    wrapped: envelope.wrapped_key,
-                    key_id: envelope.key_id,
-                }
-            }
-            None => {
-                let target = sidekey_model::service_path(&self.prefix, env, service);
-                let new = self.keys.generate(&context, &target, self.retry()).await?;
-                WriteKey {
-                    key: new.key,
+                    key: Arc::new(new.key),
                     wrapped: new.wrapped,
                     key_id: new.key_id,
                 }
@@ -373,36 +531,6 @@ impl Store {
         let write_key = Arc::new(write_key);
         lock(&self.write_keys).insert(cache_key, write_key.clone());
         Ok(write_key)
-    }
-
-    /// The newest envelope of a service: the hinted key's own value when it
-    /// has one (one read), else the most recently written value of the
-    /// service.
-    async fn current_envelope(
-        &self,
-        env: &Environment,
-        service: &Service,
-        hint: Option<&Key>,
-    ) -> Result<Option<(String, Envelope)>> {
-        if let Some(key) = hint {
-            let name = self.path(env, service, key).to_string();
-            match self.params.get(&name, None, self.retry()).await {
-                Ok(p) => {
-                    if let Some(envelope) = as_envelope(&p) {
-                        return Ok(Some((name, envelope)));
-                    }
-                }
-                Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let path = sidekey_model::service_path(&self.prefix, env, service);
-        let mut all = self.params.get_by_path(&path, self.retry()).await?;
-        all.sort_by_key(|p| p.last_modified);
-        Ok(all
-            .iter()
-            .rev()
-            .find_map(|p| as_envelope(p).map(|e| (p.name.clone(), e))))
     }
 
     /// Reads and decrypts one key, at a version or label if given.
@@ -425,39 +553,72 @@ impl Store {
 
     /// Decrypts a parameter read from `path`. The envelope is bound to the
     /// name it was read from: a value copied elsewhere fails here.
+    ///
+    /// What is trusted is in the crate docs: a native SecureString; an
+    /// `sk2.` envelope that matches its parameter's version and time; a
+    /// plain String or `sk1.` value only when legacy values are allowed.
     pub async fn reveal(&self, path: ParamPath, stored: StoredParam) -> Result<Revealed> {
         let name = path.to_string();
-        let (value, kind) = match (stored.param_type, as_envelope(&stored)) {
-            (ParamType::String, Some(envelope)) => {
-                let binding = Binding {
-                    environment: path.environment().as_str(),
-                    service: path.service().as_str(),
-                    key: path.key().as_str(),
-                };
-                let key = self.read_key(&envelope, binding, &name).await?;
-                let value = sidekey_envelope::open(&envelope, &key, binding).map_err(|e| {
-                    StoreError::Decrypt {
-                        name: name.clone(),
-                        reason: e.to_string(),
+        let (value, kind) = match stored.param_type {
+            ParamType::SecureString => (stored.value, ValueKind::Native),
+            ParamType::String => {
+                let claims_envelope = std::str::from_utf8(stored.value.expose())
+                    .is_ok_and(sidekey_envelope::is_envelope);
+                if !claims_envelope {
+                    if !self.allow_legacy {
+                        return Err(StoreError::Refused {
+                            name,
+                            rule: "a plain String parameter is not an sk2. envelope, and anyone \
+                                   with ssm:PutParameter can write one (no KMS rights needed): \
+                                   write it with `sidekey put` (or as a SecureString); to read \
+                                   it once for a migration, allow legacy values (sidekey \
+                                   --allow-legacy, agent SIDEKEY_ALLOW_LEGACY=true)"
+                                .to_owned(),
+                        });
                     }
-                })?;
-                (value, ValueKind::Envelope)
-            }
-            (ParamType::String, None) => {
-                if stored
-                    .value
-                    .expose()
-                    .starts_with(sidekey_envelope::PREFIX.as_bytes())
-                {
-                    return Err(StoreError::Decrypt {
-                        name,
-                        reason: "the value starts with \"sk1.\" but is not a well-formed envelope"
-                            .to_owned(),
-                    });
+                    (stored.value, ValueKind::Plain)
+                } else {
+                    let Some(envelope) = as_envelope(&stored) else {
+                        let reason = match std::str::from_utf8(stored.value.expose())
+                            .map(Envelope::decode)
+                        {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "not a well-formed envelope".to_owned(),
+                        };
+                        return Err(StoreError::Decrypt { name, reason });
+                    };
+                    if envelope.bound.is_none() && !self.allow_legacy {
+                        return Err(StoreError::Refused {
+                            name,
+                            rule: "a legacy sk1. envelope binds no parameter version, so a \
+                                   rolled-back copy cannot be told apart: re-seal the service \
+                                   as sk2. with `sidekey --allow-legacy rekey ENV SERVICE` \
+                                   (until then reads need --allow-legacy, agent \
+                                   SIDEKEY_ALLOW_LEGACY=true)"
+                                .to_owned(),
+                        });
+                    }
+                    let binding = Binding {
+                        environment: path.environment().as_str(),
+                        service: path.service().as_str(),
+                        key: path.key().as_str(),
+                    };
+                    let key = self.read_key(&envelope, binding, &name).await?;
+                    let value = sidekey_envelope::open(&envelope, &key, binding).map_err(|e| {
+                        StoreError::Decrypt {
+                            name: name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    match envelope.bound {
+                        Some(bound) => {
+                            check_bound(&name, bound, stored.version, stored.last_modified)?;
+                            (value, ValueKind::Envelope)
+                        }
+                        None => (value, ValueKind::LegacyEnvelope),
+                    }
                 }
-                (stored.value, ValueKind::Plain)
             }
-            (ParamType::SecureString, _) => (stored.value, ValueKind::Native),
         };
         Ok(Revealed {
             path,
@@ -650,7 +811,7 @@ impl Store {
         lock(&self.write_keys).insert(
             (env.as_str().to_owned(), service.as_str().to_owned()),
             Arc::new(WriteKey {
-                key: new.key,
+                key: Arc::new(new.key),
                 wrapped: new.wrapped,
                 key_id: new.key_id,
             }),
@@ -666,6 +827,60 @@ impl Store {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// The rollback rule: an `sk2.` envelope must have been sealed for the
+/// version its parameter holds it as, and at about the time the parameter
+/// was written.
+fn check_bound(
+    name: &str,
+    bound: Bound,
+    version: u64,
+    last_modified: Option<SystemTime>,
+) -> Result<()> {
+    if bound.version != version {
+        return Err(StoreError::Refused {
+            name: name.to_owned(),
+            rule: format!(
+                "envelope sealed for version {} but stored as version {version}: a replayed or \
+                 rolled-back value (write the current value again with `sidekey put`)",
+                bound.version
+            ),
+        });
+    }
+    let Some(modified) = last_modified else {
+        return Err(StoreError::Refused {
+            name: name.to_owned(),
+            rule: "the parameter came without a LastModifiedDate: the envelope's write time \
+                   cannot be checked"
+                .to_owned(),
+        });
+    };
+    let modified = unix_seconds(modified);
+    let apart = modified.abs_diff(bound.written);
+    if apart > WRITE_TIME_TOLERANCE.as_secs() {
+        return Err(StoreError::Refused {
+            name: name.to_owned(),
+            rule: format!(
+                "envelope sealed at {} but the parameter was written at {} ({apart} s apart, \
+                 more than the {} s allowed): a value replayed into a deleted and re-created \
+                 parameter, or a clock far off (write the current value again with `sidekey put`)",
+                rfc3339(bound.written),
+                rfc3339(modified),
+                WRITE_TIME_TOLERANCE.as_secs()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn as_envelope(p: &StoredParam) -> Option<Envelope> {

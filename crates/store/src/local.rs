@@ -8,6 +8,14 @@
 //! - `DIR/master.key`: the master key, mode 0600. Whoever reads it can
 //!   decrypt everything in the store: it plays the part of KMS.
 //!
+//! Permissions are checked on every open, and refused with an error naming
+//! the path and the rule: `DIR` must be a directory owned by the current
+//! (effective) user with no access for group or others (it is created
+//! 0700); `master.key` is opened without following a symbolic link
+//! (`O_NOFOLLOW`) and must be a regular file owned by the current user and
+//! readable by nobody else; `params.redb` is created 0600, also opened
+//! without following a link, and must be owned by the current user.
+//!
 //! The database is opened for each operation and closed after it, so the
 //! CLI and an agent can take turns on the same store.
 
@@ -81,15 +89,20 @@ impl LocalParams {
     /// Another process may hold it for a moment: wait up to five seconds.
     fn open(&self, create: bool) -> Result<Option<Database>> {
         let path = self.db_path();
-        if !path.exists() {
+        if !self.dir.exists() {
             if !create {
                 return Ok(None);
             }
             create_private_dir(&self.dir)?;
         }
+        check_private_dir(&self.dir)?;
+        if !create && fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
         let mut waited = Duration::ZERO;
         loop {
-            match Database::create(&path) {
+            let file = open_db_file(&path)?;
+            match Database::builder().create_file(file) {
                 Ok(db) => return Ok(Some(db)),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if waited < Duration::from_secs(5) =>
@@ -372,27 +385,124 @@ fn from_ms(ms: u64) -> SystemTime {
 fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
-    #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir).map_err(|source| StoreError::Io {
         what: "cannot create the local store directory",
         path: dir.to_owned(),
         source,
-    })
+    })?;
+    check_private_dir(dir)
+}
+
+/// The effective user id: who must own the store.
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The store directory must be this user's and closed to everyone else:
+/// whoever can write to it could swap `master.key` or `params.redb`.
+fn check_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|source| StoreError::Io {
+        what: "cannot read the local store directory",
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(StoreError::Config(format!(
+            "local store directory {} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.uid() != euid() {
+        return Err(StoreError::Config(format!(
+            "local store directory {} is owned by uid {}, not by this user (uid {}): refused, \
+             it holds the store's master key",
+            dir.display(),
+            meta.uid(),
+            euid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Config(format!(
+            "local store directory {} has mode {mode:o}: it must be 0700, no access for group or \
+             others (chmod 700)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `O_NOFOLLOW | O_CLOEXEC`, for `OpenOptionsExt::custom_flags`.
+fn no_follow() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32
+}
+
+fn is_symlink_error(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Opens (creating it 0600) the database file without following a link,
+/// and checks it is this user's.
+fn open_db_file(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|source| {
+            if is_symlink_error(&source) {
+                StoreError::Config(format!(
+                    "local store database {} is a symbolic link: refused (it is opened without following links)",
+                    path.display()
+                ))
+            } else {
+                StoreError::Io {
+                    what: "cannot open the local store database",
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(|source| StoreError::Io {
+        what: "cannot read the local store database",
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() || meta.uid() != euid() {
+        return Err(StoreError::Config(format!(
+            "local store database {} must be a regular file owned by this user (uid {}): refused",
+            path.display(),
+            euid()
+        )));
+    }
+    Ok(file)
 }
 
 /// Loads the master key of the store in `dir`, creating it (mode 0600,
 /// written atomically) when `create` is set and it does not exist yet.
+///
+/// The directory and the key file must pass the checks in the module docs:
+/// the key is opened without following a symbolic link, and must be a
+/// regular file owned by this user and readable by nobody else.
 pub fn load_master_key(dir: &Path, create: bool) -> Result<Option<LocalMasterKey>> {
     let path = dir.join(KEY_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            check_key_file_mode(&path)?;
-            LocalMasterKey::from_file_text(&text)
-                .map(Some)
-                .map_err(|e| StoreError::Config(format!("master key file {}: {e}", path.display())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    if dir.exists() {
+        check_private_dir(dir)?;
+    } else if !create {
+        return Ok(None);
+    }
+    match read_key_file(&path) {
+        Ok(text) => LocalMasterKey::from_file_text(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Config(format!("master key file {}: {e}", path.display()))),
+        Err(KeyFileError::Refused(e)) => Err(e),
+        Err(KeyFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             if !create {
                 return Ok(None);
             }
@@ -403,7 +513,7 @@ pub fn load_master_key(dir: &Path, create: bool) -> Result<Option<LocalMasterKey
             // Another process may have created it first: use what is on disk.
             load_master_key(dir, false)
         }
-        Err(source) => Err(StoreError::Io {
+        Err(KeyFileError::Io(source)) => Err(StoreError::Io {
             what: "cannot read the master key file",
             path,
             source,
@@ -411,28 +521,58 @@ pub fn load_master_key(dir: &Path, create: bool) -> Result<Option<LocalMasterKey
     }
 }
 
-/// Refuses a key file that others can read: it is the whole store's key.
-fn check_key_file_mode(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map_err(|source| StoreError::Io {
-                what: "cannot read the master key file",
-                path: path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(StoreError::Config(format!(
-                "master key file {} has mode {:o}: it must not be readable by group or others (chmod 600)",
-                path.display(),
-                mode & 0o777
-            )));
-        }
+/// Reads the key file without following a symbolic link, refusing one
+/// that is not a regular file, not this user's, or open to others: it is
+/// the whole store's key. `Err(io)` only for "not found" and read errors.
+fn read_key_file(path: &Path) -> Result<String, KeyFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path)
+        .map_err(|e| {
+            if is_symlink_error(&e) {
+                KeyFileError::Refused(StoreError::Config(format!(
+                    "master key file {} is a symbolic link: refused (it is opened without following links, so it cannot be pointed at another key)",
+                    path.display()
+                )))
+            } else {
+                KeyFileError::Io(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(KeyFileError::Io)?;
+    let refuse = |rule: String| {
+        KeyFileError::Refused(StoreError::Config(format!(
+            "master key file {} {rule}",
+            path.display()
+        )))
+    };
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file: refused".to_owned()));
     }
-    Ok(())
+    if meta.uid() != euid() {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by this user (uid {}): refused",
+            meta.uid(),
+            euid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "has mode {mode:o}: it must not be readable by group or others (chmod 600)"
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(KeyFileError::Io)?;
+    Ok(text)
+}
+
+/// Why the key file could not be read.
+enum KeyFileError {
+    Io(std::io::Error),
+    Refused(StoreError),
 }
 
 /// Writes a new file with mode 0600 through a temporary name and a rename,
