@@ -164,7 +164,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExportFormat::Dotenv)]
         format: ExportFormat,
     },
-    /// Roll a service's data key and re-encrypt every value under it
+    /// Roll a service's data key and re-seal every value under it as sk2. (with --allow-legacy
+    /// also its plain String and sk1. values: the migration to sk2.)
     Rekey { env: String, service: String },
     /// Run a command with the secrets of services as environment variables (later services win)
     Exec {
