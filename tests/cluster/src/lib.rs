@@ -252,13 +252,21 @@ impl Cluster {
 
     /// `scripts/cluster injector-stop` or `injector-start`.
     pub fn injector(&self, action: &str) {
-        let status = Command::new(repo().join("scripts/cluster"))
+        assert!(
+            self.try_injector(action),
+            "scripts/cluster injector-{action} failed"
+        );
+    }
+
+    /// [`Cluster::injector`] that reports failure instead of panicking (for
+    /// `Drop`).
+    pub fn try_injector(&self, action: &str) -> bool {
+        Command::new(repo().join("scripts/cluster"))
             .arg(format!("injector-{action}"))
             .env("SIDEKEY_CLUSTER_DIR", &self.state)
             .stdin(Stdio::null())
             .status()
-            .expect("scripts/cluster");
-        assert!(status.success(), "scripts/cluster injector-{action} failed");
+            .is_ok_and(|s| s.success())
     }
 
     /// The CA that signed every certificate of the cluster (PEM).
