@@ -322,6 +322,12 @@ fn envelope_replayed_into_a_recreated_parameter_is_refused() {
     let mut w = World::new(Kind::Ssm);
     let p = w.prefix.clone();
     let name = format!("/{p}/prod/api/DB_PASSWORD");
+    w.put("prod", "api", "DB_PASSWORD", b"the-current-password");
+    boto3(
+        &w.moto_endpoint,
+        "ssm.delete_parameter(Name=args[0])",
+        &[&name],
+    );
     w.secret(b"an-hour-old-password");
     let old = seal(
         &w,
