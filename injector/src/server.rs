@@ -13,8 +13,10 @@
 //!   accepted and closed at once.
 //! - A global budget of review body bytes in flight: a `POST` reserves its
 //!   Content-Length (the 3 MiB body limit without one) before any of its
-//!   body is read, and is answered 503 when that does not fit. The body
-//!   limit itself (413) and the body read are [`crate::service`]'s.
+//!   body is read, and is answered 503 when that does not fit. The body is
+//!   copied as it arrives into one buffer of that size (`Gathered`), so
+//!   what it holds in memory is its length. The body limit itself (413) and
+//!   the body read are [`crate::service`]'s.
 //! - `read_timeout` (default 10 s) bounds the TLS handshake, the wait for a
 //!   request's headers (HTTP/1.1: idle keep-alive connections included) and
 //!   the whole request, body read included (408).
@@ -438,7 +440,7 @@ async fn connection(
             // state.
             async move {
                 let _busy = busy;
-                let Ok(_reserved) = reserve(&shared, &req) else {
+                let Ok(reserved) = reserve(&shared, &req) else {
                     shared.injector.metrics().body_budget_refused();
                     tracing::info!(
                         budget = shared.limits.body_budget,
@@ -446,7 +448,11 @@ async fn connection(
                     );
                     return Ok::<_, Infallible>(over_budget());
                 };
-                Ok(Box::pin(shared.injector.handle(req)).await)
+                let gather = reserved.as_ref().map(|r| r.bytes);
+                let req = req.map(|body| Gathered::new(body, gather));
+                let answer = Box::pin(shared.injector.handle(req)).await;
+                drop(reserved);
+                Ok(answer)
             }
         })
     };
@@ -585,7 +591,7 @@ fn reserve(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Reserved>,
     shared.injector.metrics().body_reserved(need, true);
     Ok(Some(Reserved {
         _permit: permit,
-        bytes: need,
+        bytes: permits as usize,
         injector: shared.injector.clone(),
     }))
 }
@@ -594,13 +600,106 @@ fn reserve(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Reserved>,
 /// answer is built: the body has been read and dropped by then).
 struct Reserved {
     _permit: OwnedSemaphorePermit,
-    bytes: u64,
+    bytes: usize,
     injector: Injector,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.injector.metrics().body_reserved(self.bytes, false);
+        self.injector
+            .metrics()
+            .body_reserved(self.bytes as u64, false);
+    }
+}
+
+/// A request body copied, as it arrives, into one buffer no larger than its
+/// reservation, and handed on as one frame at its end. The frames (and the
+/// connection buffers they share an allocation with) are let go at once,
+/// and HTTP/2 flow control gets their room back, so a review's body holds
+/// its own length in memory, no more. Without a reservation, or once more
+/// than it arrives (a body without Content-Length past the limit: the
+/// service's limit answers 413), frames are passed on as they come.
+struct Gathered {
+    inner: Incoming,
+    buf: Vec<u8>,
+    /// Most bytes gathered; `None`: pass frames on.
+    capacity: Option<usize>,
+    /// A frame to hand on before reading more.
+    pending: Option<Bytes>,
+    ended: bool,
+}
+
+impl Gathered {
+    fn new(inner: Incoming, capacity: Option<usize>) -> Gathered {
+        Gathered {
+            inner,
+            buf: Vec::new(),
+            capacity,
+            pending: None,
+            ended: false,
+        }
+    }
+}
+
+impl hyper::body::Body for Gathered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(data) = this.pending.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let Some(capacity) = this.capacity else {
+            return std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        loop {
+            let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    if this.buf.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let all = Bytes::from(std::mem::take(&mut this.buf));
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(all))));
+                }
+            };
+            // Trailers are not part of a review.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = this.buf.len() + data.len();
+            if len > capacity {
+                // More than reserved: pass everything on from here.
+                this.capacity = None;
+                if this.buf.is_empty() {
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+                }
+                this.pending = Some(data);
+                let held = Bytes::from(std::mem::take(&mut this.buf));
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(held))));
+            }
+            if this.buf.capacity() < len {
+                // Exactly the reservation when the length was declared;
+                // otherwise doubling, never past the reservation.
+                let want = len
+                    .max(this.buf.capacity() * 2)
+                    .max(16 * 1024)
+                    .min(capacity);
+                this.buf.reserve_exact(want - this.buf.len());
+            }
+            this.buf.extend_from_slice(&data);
+        }
     }
 }
 

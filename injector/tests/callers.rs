@@ -742,6 +742,84 @@ async fn silent_connections_cannot_lock_a_real_caller_out() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_without_a_content_length_are_read_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, cert, key) = write_certs(dir.path());
+    let process = Process::start(&cert, &key, &[], &[]);
+    let review = serde_json::to_vec(&injectable("chunked")).unwrap();
+
+    // HTTP/1.1 chunked, in small chunks: answered.
+    let mut tls = tls_connect(process.addr, &[&ca.der], Alpn::Http11, None)
+        .await
+        .unwrap();
+    let mut req = b"POST /mutate HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for chunk in review.chunks(100) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    tls.write_all(&req).await.unwrap();
+    let got = String::from_utf8_lossy(&read_until_closed(&mut tls).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("\"allowed\":true"), "{got}");
+
+    // HTTP/1.1 chunked past 3 MiB: 413.
+    let mut tls = tls_connect(process.addr, &[&ca.der], Alpn::Http11, None)
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..60 {
+            let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+            piece.extend_from_slice(&chunk);
+            piece.extend_from_slice(b"\r\n");
+            if wr.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+    });
+    let got = String::from_utf8_lossy(&read_until_closed(&mut rd).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    writer.abort();
+
+    // HTTP/2 without content-length, in pieces: answered.
+    let tls = tls_connect(process.addr, &[&ca.der], Alpn::H2, None)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    for chunk in review.chunks(500) {
+        tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    drop(tx);
+    let req = hyper::Request::post("https://localhost/mutate")
+        .header("content-type", "application/json")
+        .body(ChannelBody(rx))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["response"]["allowed"], true);
+}
+
 /// A request body fed from a channel: it ends only when the sender is
 /// dropped.
 struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
