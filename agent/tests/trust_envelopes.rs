@@ -168,6 +168,18 @@ fn enveloped_node_options_is_refused_unless_allowed() {
     );
     assert!(!app.marker.exists());
 
+    // A pick names the variable: an ordinary key picked into a loader
+    // variable is refused the same way.
+    let picked = w.agent_env("prod", "", "LD_PRELOAD=web/API_TOKEN");
+    let ran = w.agent(&app.args(), &picked, false);
+    assert_eq!(ran.status, 65, "{}", ran.stderr_str());
+    assert!(
+        error_line(&ran).contains("variable LD_PRELOAD changes how the app loads code"),
+        "{}",
+        ran.stderr_str()
+    );
+    assert!(!app.marker.exists());
+
     let mut bad = env.clone();
     bad.push(("SIDEKEY_ALLOW_LOADER_ENV".into(), "API_TOKEN".into()));
     let ran = w.agent(&app.args(), &bad, false);
