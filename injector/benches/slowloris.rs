@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - The injector is the real binary (release-like `bench` profile) as its
-//!   own process with its default limits (`--body-budget 32Mi`,
+//!   own process with its default limits (`--body-budget 16Mi`,
 //!   `--max-connections 256`, `--read-timeout 10s`, `--idle-timeout 20s`),
 //!   audit records to /dev/null. No `--client-ca`: the attacker reaches
 //!   HTTP (with `--client-ca` it would not get past the handshake).
@@ -28,7 +28,8 @@
 //!   (or the handshake) to the server's close (or "open after 60 s").
 //! - `SIDEKEY_BENCH_INJECTOR=PATH` runs another build of the injector
 //!   instead (an older release, for a baseline; it gets only `--listen`,
-//!   `--tls-cert` and `--tls-key`).
+//!   `--tls-cert` and `--tls-key`). `SIDEKEY_INJECTOR_*` and `MIMALLOC_*`
+//!   variables are passed on to it (e.g. `SIDEKEY_INJECTOR_BODY_BUDGET=16Mi`).
 //!
 //! Prints one line per figure and one JSON line (`BENCH_JSON {...}`). Run
 //! without `--bench` (e.g. by `cargo test --benches`) it only says how to
@@ -82,21 +83,27 @@ impl Injector {
     fn start(cert: &std::path::Path, key: &std::path::Path) -> Result<Injector, String> {
         let bin = std::env::var_os("SIDEKEY_BENCH_INJECTOR")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_sidekey-injector").into());
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--tls-cert"])
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SIDEKEY_LOG", "warn,sidekey_injector::server=info")
-            .env("SIDEKEY_AUDIT", "file:/dev/null")
-            .env("POD_NAMESPACE", "sidekey")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the injector: {e}"))?;
+        let mut child =
+            Command::new(bin)
+                .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("SIDEKEY_LOG", "warn,sidekey_injector::server=info")
+                .env("SIDEKEY_AUDIT", "file:/dev/null")
+                .env("POD_NAMESPACE", "sidekey")
+                // Settings to try (e.g. SIDEKEY_INJECTOR_BODY_BUDGET) and the
+                // allocator's options pass through.
+                .envs(std::env::vars().filter(|(k, _)| {
+                    k.starts_with("SIDEKEY_INJECTOR_") || k.starts_with("MIMALLOC_")
+                }))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting the injector: {e}"))?;
         let addr = read_listen_addr(&mut child)?;
         Ok(Injector { child, addr })
     }

@@ -53,7 +53,7 @@ pub struct Args {
     /// `Mi` or `Gi` suffix allowed; at least 3Mi, the largest body). A review
     /// is counted at its Content-Length (3 MiB without one) before any of it
     /// is read; one that does not fit is answered 503.
-    #[arg(long, env = "SIDEKEY_INJECTOR_BODY_BUDGET", default_value = "32Mi",
+    #[arg(long, env = "SIDEKEY_INJECTOR_BODY_BUDGET", default_value = "16Mi",
           value_parser = parse_bytes, value_name = "BYTES")]
     pub body_budget: usize,
 
