@@ -198,8 +198,8 @@ async fn run() -> Result<(), String> {
         let r408 = counts.cut_408.load(Ordering::Relaxed);
         let other = counts.other.load(Ordering::Relaxed);
         println!(
-            "{label}: VmRSS before {:.1} MB, first wave held {:.1} MB, highest {:.1} MB; VmHWM {:.1} MB; \
-             bodies refused 503: {r503}, cut 408: {r408}, other ends: {other}; a normal review during the attack: {normal}",
+            "{label}: VmRSS before {:.1} MiB, first wave held {:.1} MiB, highest {:.1} MiB; VmHWM {:.1} MiB; \
+             bodies refused 503: {r503}, cut 408: {r408}, closed before an answer was read: {other}; a normal review during the attack: {normal}",
             mb(before),
             mb(held),
             mb(highest),
