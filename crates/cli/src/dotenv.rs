@@ -192,7 +192,8 @@ mod tests {
     fn round_trips_awkward_values() {
         for v in [
             "plain",
-            "with \"double\" and 'single' quotes",
+            "with \"double\" quotes",
+            "with 'single' quotes",
             "a=b=c",
             "# not a comment",
             "x #y",

@@ -38,6 +38,10 @@ const VALUES: &[(&str, &str)] = &[
     ("SPACES", "  leading and trailing  "),
     ("UNICODE", "ünïcödé ✓ \u{2028} value"),
     ("BRACE", "{a,b} $ { } $"),
+    (
+        "CONTROL",
+        "bell\x07 vt\x0b ff\x0c nel\u{85} ls\u{2028} esc\x1b[31m",
+    ),
     ("EXPORT", "export X=1"),
 ];
 

@@ -34,7 +34,10 @@ fn the_documented_example_parses() {
     let legacy = c.agent_policy("legacy-billing");
     assert!(legacy.allow_legacy_values);
     assert_eq!(legacy.allow_loader_env, ["NODE_OPTIONS".to_owned()]);
-    assert_eq!(c.agent_policy("prod"), sidekey_patch::AgentPolicy::default());
+    assert_eq!(
+        c.agent_policy("prod"),
+        sidekey_patch::AgentPolicy::default()
+    );
     assert_eq!(
         c.resolve("pr-42"),
         Resolution::Environment {
