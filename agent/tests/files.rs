@@ -172,7 +172,7 @@ fn dotenv_and_json_formats() {
 fn a_group_gets_read_access_0440_and_0550() {
     let Some(tmp) = tmpfs_dir() else { return };
     if !is_root() {
-        eprintln!("skipped: chown to another group needs root");
+        sidekey_test_support::skip("chown to another group needs root");
         return;
     }
     let mut w = World::new(Kind::Local);

@@ -469,7 +469,9 @@ fn app_output(run: &sidekey_e2e::PodRun, name: &str) -> String {
 macro_rules! require_root {
     () => {
         if !is_root() {
-            eprintln!("skipped: playing the kubelet needs root (mount namespaces, tmpfs); CI runs as root");
+            sidekey_test_support::skip(
+                "playing the kubelet needs root (mount namespaces, tmpfs); CI runs as root",
+            );
             return;
         }
     };

@@ -459,7 +459,7 @@ impl Drop for World {
 pub fn tmpfs_dir() -> Option<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
     if sidekey_agent::files::check_memory_fs(shm).is_err() {
-        eprintln!("skipped: /dev/shm is not a tmpfs here");
+        sidekey_test_support::skip("/dev/shm is not a tmpfs here");
         return None;
     }
     Some(

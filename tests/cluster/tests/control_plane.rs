@@ -815,8 +815,8 @@ fn is_root() -> bool {
 fn the_stored_pod_runs_its_whole_life_with_the_real_agent() {
     let (c, _serial) = cluster();
     if !is_root() {
-        eprintln!(
-            "skipped: playing the kubelet needs root (mount namespaces, tmpfs); CI runs as root"
+        sidekey_test_support::skip(
+            "playing the kubelet needs root (mount namespaces, tmpfs); CI runs as root",
         );
         return;
     }
