@@ -107,9 +107,11 @@
 //! # Targets
 //!
 //! `sidekey.io/containers` or every app container; never init or ephemeral
-//! containers. With env delivery, `sidekey.io/command` stands in for the
-//! command of each target whose spec has none (targets with a command keep
-//! theirs). A pod is denied when it already uses one of the reserved names,
+//! containers. With env delivery, each target's command is wrapped; for a
+//! target whose spec has none, what the runtime would run comes from, in
+//! this order, `sidekey.io/command` or the image's config when the caller
+//! has it ([`plan_with_images`], [`ImageConfig`]: ENTRYPOINT, then CMD
+//! unless the container sets `args`); else the pod is denied. A pod is denied when it already uses one of the reserved names,
 //! sets a `SIDEKEY_*` variable in any container's env (init containers
 //! included), takes variables with an `envFrom` prefix that can make a
 //! `SIDEKEY_*` name, mounts (or uses as a device) one of the injector's
@@ -132,10 +134,10 @@ pub use config::{
     ResourceList, Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
 };
 pub use plan::{
-    apply, plan, Decision, PatchError, PatchJson, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE,
-    AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS, BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT,
-    CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID, RESERVED_CONTAINERS, RESERVED_VOLUMES,
-    VOLUME_BIN, VOLUME_SECRETS,
+    apply, plan, plan_with_images, Decision, ImageConfig, ImageConfigs, PatchError, PatchJson,
+    Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE, AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS,
+    BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT, CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID,
+    RESERVED_CONTAINERS, RESERVED_VOLUMES, VOLUME_BIN, VOLUME_SECRETS,
 };
 pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 

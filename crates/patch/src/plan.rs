@@ -1,5 +1,6 @@
 //! `plan(pod, request, config)`: the decision and the JSON Patch.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value as Json;
@@ -61,6 +62,44 @@ pub struct Request<'a> {
     /// The AdmissionRequest's `userInfo.username`.
     pub user: Option<&'a str>,
 }
+
+/// What an image runs when a container sets no `command`: the
+/// `Entrypoint` and `Cmd` of its OCI image config (`docker image inspect
+/// IMAGE --format '{{json .Config.Entrypoint}} {{json .Config.Cmd}}'`).
+///
+/// The kubelet's rule (the container runtime applies it): a container with
+/// a `command` runs `command` + `args` and the image's config is not used;
+/// a container without one runs the image's ENTRYPOINT followed by the
+/// container's `args` when it sets any, else by the image's CMD. An
+/// ENTRYPOINT of `[""]` counts as none (as containerd reads it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `Config.Entrypoint` (empty when the image has none).
+    pub entrypoint: Vec<String>,
+    /// `Config.Cmd` (empty when the image has none).
+    pub cmd: Vec<String>,
+}
+
+impl ImageConfig {
+    /// What goes after `sidekey-agent exec --` in the `command` of a
+    /// container that has none, so that the runtime, which then appends
+    /// the container's `args`, runs what it ran before: the ENTRYPOINT,
+    /// then, when the container sets no `args`, the CMD (a container with
+    /// a `command` makes the runtime ignore CMD, so it must be written
+    /// out). Empty when the runtime would run the `args` alone.
+    pub fn wrapped_tail(&self, container_has_args: bool) -> Vec<&str> {
+        let entrypoint: &[String] = match self.entrypoint.as_slice() {
+            [only] if only.is_empty() => &[],
+            e => e,
+        };
+        let cmd: &[String] = if container_has_args { &[] } else { &self.cmd };
+        entrypoint.iter().chain(cmd).map(String::as_str).collect()
+    }
+}
+
+/// Image configs by container name, for [`plan_with_images`]: those of
+/// the containers that set no `command` (others are not read).
+pub type ImageConfigs = BTreeMap<String, ImageConfig>;
 
 /// What the injector answers.
 #[derive(Debug, Clone)]
@@ -143,7 +182,38 @@ pub fn apply(pod: &Json, patch: &json_patch::Patch) -> Result<Json, PatchError> 
 /// makes for it (see [`crate::verify`]): a reinvocation after another
 /// webhook, or a pod re-created from an injected one. Otherwise the marker
 /// is a pod author's claim, and the pod is denied.
+///
+/// Without image configs: a target without `command` needs
+/// `sidekey.io/command.<container>` or `sidekey.io/command`; see
+/// [`plan_with_images`].
 pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decision {
+    plan_with_images(pod, request, config, &ImageConfigs::new())
+}
+
+/// [`plan`], with the image configs of containers that set no `command`
+/// (keyed by container name; e.g. looked up in their registry).
+///
+/// With env delivery each target's command is wrapped as
+/// `/sidekey/bin/sidekey-agent exec -- <what the runtime would run>`; the
+/// container's `args` are left as they are, so the runtime appends them.
+/// What is wrapped, first found wins:
+///
+/// 1. the container's own `command` (not empty);
+/// 2. `sidekey.io/command.<container>` (a JSON array);
+/// 3. `sidekey.io/command` (a JSON array, for every target without one);
+/// 4. the container's entry in `images`: ENTRYPOINT, then CMD when the
+///    container sets no `args` ([`ImageConfig::wrapped_tail`]);
+/// 5. else the pod is denied, with what to set.
+///
+/// An annotation of `[]` says the image has no ENTRYPOINT: the
+/// container's `args` are the whole command (a container without `args`
+/// is then denied).
+pub fn plan_with_images(
+    pod: &PodView<'_>,
+    request: &Request<'_>,
+    config: &Config,
+    images: &ImageConfigs,
+) -> Decision {
     let ann = pod.annotations();
     if !wants_injection(ann) {
         let reason = match ann.get(names::INJECT) {
@@ -191,7 +261,7 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
         }
     };
     if !injected {
-        check_targets(spec, &a, &targets, &mut denials);
+        check_targets(spec, &a, &targets, images, &mut denials);
     }
     let Some((environment, inherit)) = scope else {
         return Decision::Deny(denials);
@@ -219,6 +289,7 @@ pub fn plan(pod: &PodView<'_>, request: &Request<'_>, config: &Config) -> Decisi
         spec,
         &a,
         &targets,
+        images,
         settings,
         &environment,
         &inherit,
@@ -458,23 +529,14 @@ fn check_targets(
     spec: &SpecView<'_>,
     a: &Annotations,
     targets: &[usize],
+    images: &ImageConfigs,
     denials: &mut Vec<Denial>,
 ) {
     for &i in targets {
         let c = &spec.containers[i];
         if a.delivery.env() {
-            if c.has_no_command() && a.command.is_none() {
-                denials.push(Denial::annotation(
-                    names::COMMAND,
-                    format!(
-                        "container {} has no command in the pod spec: sidekey wraps the command \
-                         to start the app after fetching secrets; set the container's command, \
-                         or the annotation {} to the image's entrypoint as a JSON array, e.g. \
-                         [\"/app/server\"]",
-                        Q(&c.name),
-                        names::COMMAND
-                    ),
-                ));
+            if let Err(d) = wrapped_tail(c, a, images) {
+                denials.push(d);
             }
             for m in c.mounts() {
                 if let Some(how) = collision(BIN_DIR, &m.mount_path) {
@@ -508,6 +570,58 @@ fn check_targets(
             }
         }
     }
+}
+
+/// What follows `sidekey-agent exec --` in the wrapped command of target
+/// `c` (see [`plan_with_images`] for the order), or why there is none.
+fn wrapped_tail<'s>(
+    c: &'s ContainerView<'_>,
+    a: &'s Annotations,
+    images: &'s ImageConfigs,
+) -> Result<Vec<&'s str>, Denial> {
+    if let Some(cmd) = c.command.as_deref().filter(|c| !c.is_empty()) {
+        return Ok(cmd.iter().map(|t| t.as_str()).collect());
+    }
+    let has_args = !c.args().is_empty();
+    if let Some(cmd) = &a.command {
+        return Ok(cmd.iter().map(String::as_str).collect());
+    }
+    if let Some(image) = images.get(c.name.as_str()) {
+        let tail = image.wrapped_tail(has_args);
+        if tail.is_empty() && !has_args {
+            return Err(Denial::pod(format!(
+                "container {} sets neither command nor args, and its image has neither \
+                 ENTRYPOINT nor CMD: there is nothing to run; set the container's command",
+                Q(&c.name)
+            )));
+        }
+        return Ok(tail);
+    }
+    Err(no_command(c))
+}
+
+/// The denial for a target without a command and nothing to stand in.
+fn no_command(c: &ContainerView<'_>) -> Denial {
+    let what = if c.args().is_empty() {
+        "this container sets no args, so that is the image's ENTRYPOINT followed by its CMD"
+    } else {
+        "this container sets args, so that is the image's ENTRYPOINT alone (the runtime appends \
+         the args)"
+    };
+    Denial::annotation(
+        names::COMMAND,
+        format!(
+            "container {} has no command in the pod spec: sidekey starts the app through its \
+             agent ({AGENT_INSTALLED} exec -- COMMAND) and must know what the image runs: the \
+             image's ENTRYPOINT followed by its CMD (unless the container sets args); {what}; \
+             set the container's command to it, or give it as a JSON array in the annotation \
+             {} (every target without a command), e.g. [\"/app/server\",\"--port\",\"8080\"]; \
+             `docker image inspect IMAGE --format '{{{{json .Config.Entrypoint}}}} \
+             {{{{json .Config.Cmd}}}}'` shows both",
+            Q(&c.name),
+            names::COMMAND
+        ),
+    )
 }
 
 /// The effective (user, group) of a container: its own securityContext,
@@ -669,10 +783,13 @@ fn agent_container<'a>(
 /// token (a test checks it).
 pub(crate) const INJECTED_POINTER: &str = "/metadata/annotations/sidekey.io~1injected";
 
+// One call site; the arguments are the plan's parts.
+#[allow(clippy::too_many_arguments)]
 fn build_patch(
     spec: &SpecView<'_>,
     a: &Annotations,
     targets: &[usize],
+    images: &ImageConfigs,
     settings: &Settings,
     environment: &Environment,
     inherit: &[Environment],
@@ -834,10 +951,8 @@ fn build_patch(
     for &i in targets {
         let c = &spec.containers[i];
         if a.delivery.env() {
-            let original: Vec<&str> = match c.command.as_deref() {
-                Some(cmd) if !cmd.is_empty() => cmd.iter().map(|s| s.as_str()).collect(),
-                _ => a.command.iter().flatten().map(String::as_str).collect(),
-            };
+            // check_targets denied every target without one.
+            let original = wrapped_tail(c, a, images).unwrap_or_default();
             let op = if c.command.is_some() {
                 "replace"
             } else {

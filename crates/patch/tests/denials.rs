@@ -122,7 +122,7 @@ fn denials(d: Decision) -> Vec<Denial> {
 #[case::command_not_json(&[("sidekey.io/command", "/app/server")], no_command, Some("sidekey.io/command"), "must be a JSON array of strings")]
 #[case::command_empty(&[("sidekey.io/command", "[]")], no_command, Some("sidekey.io/command"), "it is an empty array")]
 #[case::command_numbers(&[("sidekey.io/command", "[1, 2]")], no_command, Some("sidekey.io/command"), "must be a JSON array of strings")]
-#[case::no_command(&[], no_command, Some("sidekey.io/command"), "container \"api\" has no command in the pod spec: sidekey wraps the command to start the app after fetching secrets; set the container's command, or the annotation sidekey.io/command to the image's entrypoint as a JSON array, e.g. [\"/app/server\"]")]
+#[case::no_command(&[], no_command, Some("sidekey.io/command"), "container \"api\" has no command in the pod spec: sidekey starts the app through its agent (/sidekey/bin/sidekey-agent exec -- COMMAND) and must know what the image runs: the image's ENTRYPOINT followed by its CMD (unless the container sets args)")]
 // Names the injector owns.
 #[case::volume_taken(&[], |p: &mut Value| p["spec"]["volumes"].as_array_mut().unwrap().push(json!({"name": "sidekey-bin", "emptyDir": {}})), None, "already has a volume named sidekey-bin")]
 #[case::container_taken(&[], |p: &mut Value| p["spec"]["initContainers"] = json!([{"name": "sidekey-install", "image": "x"}]), None, "already has a container named sidekey-install")]

@@ -1,0 +1,238 @@
+//! What a wrapped container runs: the container's command, the
+//! `sidekey.io/command` annotations, or the image's config
+//! ([`ImageConfig`]), each checked against the container runtime's rule
+//! (containerd's, from Docker): what runs after injection is
+//! `sidekey-agent exec --` followed by exactly what ran before.
+
+mod support;
+
+use serde_json::{json, Value};
+use sidekey_patch::{
+    apply, plan_with_images, Config, Decision, Denial, ImageConfig, ImageConfigs, PodView, Request,
+    AGENT_INSTALLED,
+};
+use support::{fixtures, INJECTOR_NS};
+
+fn base_pod() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("env-basic/review.json")).unwrap();
+    let review: Value = serde_json::from_str(&text).unwrap();
+    review["request"]["object"].clone()
+}
+
+fn config() -> Config {
+    Config::default_for(Some(INJECTOR_NS))
+}
+
+fn decide(pod: &Value, images: &ImageConfigs) -> Decision {
+    let text = serde_json::to_string(pod).unwrap();
+    plan_with_images(
+        &PodView::from_json(&text).unwrap(),
+        &Request {
+            namespace: "shop",
+            user: None,
+        },
+        &config(),
+        images,
+    )
+}
+
+fn injected(pod: &Value, images: &ImageConfigs) -> Value {
+    match decide(pod, images) {
+        Decision::Inject(p) => apply(pod, &p.patch.operations().unwrap()).unwrap(),
+        other => panic!("expected an injection, got {other:?}"),
+    }
+}
+
+fn denials(pod: &Value, images: &ImageConfigs) -> Vec<Denial> {
+    match decide(pod, images) {
+        Decision::Deny(d) => d,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+    ImageConfig {
+        entrypoint: strs(entrypoint),
+        cmd: strs(cmd),
+    }
+}
+
+fn images(name: &str, config: ImageConfig) -> ImageConfigs {
+    [(name.to_owned(), config)].into_iter().collect()
+}
+
+/// The pod's first container with `command` and `args` set as given
+/// (`None`: absent).
+fn pod_with(command: Option<&[&str]>, args: Option<&[&str]>) -> Value {
+    let mut pod = base_pod();
+    let c = pod["spec"]["containers"][0].as_object_mut().unwrap();
+    c.remove("command");
+    c.remove("args");
+    if let Some(cmd) = command {
+        c.insert("command".into(), json!(cmd));
+    }
+    if let Some(args) = args {
+        c.insert("args".into(), json!(args));
+    }
+    pod
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// What the container runtime runs for `container` on `image` (containerd
+/// `buildLinuxSpec`, after Docker): a command (not empty) runs with the
+/// args; else the image's ENTRYPOINT (`[""]` is none) with the args, or
+/// with the image's CMD when there are no args. `None`: "no command
+/// specified".
+fn runtime_runs(container: &Value, image: &ImageConfig) -> Option<Vec<String>> {
+    let command = string_list(&container["command"]);
+    let mut args = string_list(&container["args"]);
+    let mut run = command.clone();
+    if command.is_empty() {
+        if args.is_empty() {
+            args = image.cmd.clone();
+        }
+        run = if image.entrypoint == [String::new()] {
+            Vec::new()
+        } else {
+            image.entrypoint.clone()
+        };
+    }
+    run.extend(args);
+    (!run.is_empty()).then_some(run)
+}
+
+fn wrapped(run: &[String]) -> Vec<String> {
+    [AGENT_INSTALLED, "exec", "--"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(run.iter().cloned())
+        .collect()
+}
+
+#[test]
+fn wrapped_tail_follows_the_kubelet_rule() {
+    let nginx = image(&["/docker-entrypoint.sh"], &["nginx", "-g", "daemon off;"]);
+    assert_eq!(
+        nginx.wrapped_tail(false),
+        ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+    );
+    assert_eq!(nginx.wrapped_tail(true), ["/docker-entrypoint.sh"]);
+    let python = image(&[], &["python3", "app.py"]);
+    assert_eq!(python.wrapped_tail(false), ["python3", "app.py"]);
+    assert!(python.wrapped_tail(true).is_empty());
+    let blank = image(&[""], &["/bin/app"]);
+    assert_eq!(blank.wrapped_tail(false), ["/bin/app"]);
+    assert!(blank.wrapped_tail(true).is_empty());
+    assert!(ImageConfig::default().wrapped_tail(false).is_empty());
+}
+
+/// Every combination of image config and container args: the injected
+/// container runs `sidekey-agent exec --` and then exactly what it ran
+/// before; where nothing ran before, the pod is denied.
+#[test]
+fn with_image_configs_the_app_runs_as_before() {
+    let entrypoints: [&[&str]; 4] = [&[], &[""], &["/entry"], &["/bin/sh", "-c"]];
+    let cmds: [&[&str]; 3] = [&[], &["serve"], &["run", "--port", "80"]];
+    let argses: [Option<&[&str]>; 3] = [None, Some(&[]), Some(&["--flag", "x y"])];
+    let mut cases = 0;
+    for entrypoint in entrypoints {
+        for cmd in cmds {
+            for args in argses {
+                let config = image(entrypoint, cmd);
+                let pod = pod_with(None, args);
+                let before = runtime_runs(&pod["spec"]["containers"][0], &config);
+                let configs = images("api", config.clone());
+                let label = format!("{entrypoint:?} {cmd:?} {args:?}");
+                match before {
+                    Some(run) => {
+                        let out = injected(&pod, &configs);
+                        let c = &out["spec"]["containers"][0];
+                        assert_eq!(runtime_runs(c, &config), Some(wrapped(&run)), "{label}");
+                        assert_eq!(c["args"], pod["spec"]["containers"][0]["args"], "{label}");
+                        cases += 1;
+                    }
+                    None => {
+                        let d = denials(&pod, &configs);
+                        assert!(
+                            d.iter()
+                                .any(|d| d.message.contains("neither ENTRYPOINT nor CMD")),
+                            "{label}: {d:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 20, "{cases}");
+}
+
+#[test]
+fn a_container_command_wins_over_the_image_config() {
+    let pod = pod_with(Some(&["/app/own"]), Some(&["a"]));
+    let out = injected(&pod, &images("api", image(&["/entry"], &["cmd"])));
+    assert_eq!(
+        out["spec"]["containers"][0]["command"],
+        json!([AGENT_INSTALLED, "exec", "--", "/app/own"])
+    );
+    assert_eq!(out["spec"]["containers"][0]["args"], json!(["a"]));
+}
+
+#[test]
+fn the_annotation_wins_over_the_image_config() {
+    let mut pod = pod_with(None, None);
+    pod["metadata"]["annotations"]["sidekey.io/command"] = json!("[\"/from/annotation\"]");
+    let out = injected(&pod, &images("api", image(&["/entry"], &["cmd"])));
+    assert_eq!(
+        out["spec"]["containers"][0]["command"],
+        json!([AGENT_INSTALLED, "exec", "--", "/from/annotation"])
+    );
+}
+
+#[test]
+fn an_image_config_of_another_container_does_not_count() {
+    let pod = pod_with(None, Some(&["serve"]));
+    let d = denials(&pod, &images("other", image(&["/entry"], &[])));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].annotation.as_deref(), Some("sidekey.io/command"));
+}
+
+/// Without an image config, the denial says exactly what is needed, for a
+/// container with and without args.
+#[test]
+fn the_no_command_denial_says_entrypoint_then_cmd() {
+    let common = "the image's ENTRYPOINT followed by its CMD (unless the container sets args)";
+    let d = denials(&pod_with(None, None), &ImageConfigs::new());
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].annotation.as_deref(), Some("sidekey.io/command"));
+    let m = &d[0].message;
+    assert!(
+        m.starts_with("container \"api\" has no command in the pod spec"),
+        "{m}"
+    );
+    assert!(m.contains(common), "{m}");
+    assert!(
+        m.contains(
+            "this container sets no args, so that is the image's ENTRYPOINT followed by its CMD"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("sidekey.io/command"), "{m}");
+    assert!(m.contains(".Config.Entrypoint"), "{m}");
+
+    let d = denials(&pod_with(None, Some(&["serve"])), &ImageConfigs::new());
+    let m = &d[0].message;
+    assert!(m.contains(common), "{m}");
+    assert!(
+        m.contains("this container sets args, so that is the image's ENTRYPOINT alone"),
+        "{m}"
+    );
+}
