@@ -32,6 +32,9 @@ pub const FILES_FORMAT: &str = "sidekey.io/files-format";
 pub const REFRESH: &str = "sidekey.io/refresh";
 /// JSON array: the command of a container whose spec has none.
 pub const COMMAND: &str = "sidekey.io/command";
+/// `sidekey.io/command.<container>`: [`COMMAND`] for one container (pods
+/// whose containers use different images).
+pub const COMMAND_FOR: &str = "sidekey.io/command.";
 /// `fail` or `skip` for keys that do not exist.
 pub const ON_MISSING: &str = "sidekey.io/on-missing";
 

@@ -72,8 +72,12 @@ pub struct Annotations {
     pub files_format: FilesFormat,
     /// `sidekey.io/refresh`; `None` = no refreshing sidecar.
     pub refresh: Option<Duration>,
-    /// `sidekey.io/command`.
+    /// `sidekey.io/command`; empty (`[]`): the image has no ENTRYPOINT and
+    /// each container's `args` are its command.
     pub command: Option<Vec<String>>,
+    /// `sidekey.io/command.<container>` by container name: the same, for
+    /// one container; it wins over `sidekey.io/command`.
+    pub commands: BTreeMap<String, Vec<String>>,
     /// `sidekey.io/on-missing`.
     pub on_missing: OnMissing,
 }
@@ -205,7 +209,10 @@ where
 
     for key in annotations.keys() {
         let key: &str = key.borrow();
-        if !key.starts_with(names::PREFIX) || names::KNOWN.contains(&key) {
+        if !key.starts_with(names::PREFIX)
+            || names::KNOWN.contains(&key)
+            || key.starts_with(names::COMMAND_FOR)
+        {
             continue;
         }
         match FORBIDDEN.iter().find(|(name, _)| *name == suffix(key)) {
@@ -369,6 +376,33 @@ where
         },
     };
 
+    let mut commands = BTreeMap::new();
+    for (key, value) in annotations {
+        let key: &str = key.borrow();
+        let Some(container) = key.strip_prefix(names::COMMAND_FOR) else {
+            continue;
+        };
+        if let Err(m) = check_container_name(container) {
+            denials.push(Denial::annotation(
+                key,
+                format!(
+                    "annotation {}: {m}; the key is {}<container> with the name of an app \
+                     container, e.g. {}app",
+                    Name(key),
+                    names::COMMAND_FOR,
+                    names::COMMAND_FOR
+                ),
+            ));
+            continue;
+        }
+        match parse_command(value.as_ref()) {
+            Ok(c) => {
+                commands.insert(container.to_owned(), c);
+            }
+            Err(m) => denials.push(Denial::annotation(key, format!("annotation {key}: {m}"))),
+        }
+    }
+
     match delivery {
         Some(delivery) if denials.is_empty() => Ok(Annotations {
             services,
@@ -379,6 +413,7 @@ where
             files_format,
             refresh,
             command,
+            commands,
             on_missing,
         }),
         _ => Err(denials),
@@ -462,18 +497,41 @@ fn parse_refresh(r: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A container name as Kubernetes allows it (a DNS label: lower-case
+/// letters, digits and '-', 1 to 63, starting and ending alphanumeric).
+fn check_container_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else if name.is_empty() {
+        Err("it names no container".into())
+    } else {
+        Err(format!(
+            "{} is not a container name (lower-case letters, digits and '-', at most 63)",
+            Q(name)
+        ))
+    }
+}
+
+/// A JSON array of strings. `[]` says the image has no ENTRYPOINT (the
+/// container's `args` are the whole command); otherwise the first element,
+/// the program, may not be empty.
 fn parse_command(c: &str) -> Result<Vec<String>, String> {
-    const EXAMPLE: &str = "e.g. [\"/app/server\",\"--port\",\"8080\"]";
+    const EXAMPLE: &str = "e.g. [\"/app/server\",\"--port\",\"8080\"], or [] when the image has \
+                           no ENTRYPOINT and the container's args are the command";
     let cmd: Vec<String> = serde_json::from_str(c)
         .map_err(|e| format!("it must be a JSON array of strings, {EXAMPLE}; it is not ({e})"))?;
     match cmd.first() {
-        None => Err(format!(
-            "it is an empty array; give the image's entrypoint, {EXAMPLE}"
-        )),
         Some(first) if first.is_empty() => Err(format!(
             "its first element (the program) is empty; {EXAMPLE}"
         )),
-        Some(_) => Ok(cmd),
+        _ => Ok(cmd),
     }
 }
 

@@ -109,9 +109,11 @@
 //! `sidekey.io/containers` or every app container; never init or ephemeral
 //! containers. With env delivery, each target's command is wrapped; for a
 //! target whose spec has none, what the runtime would run comes from, in
-//! this order, `sidekey.io/command` or the image's config when the caller
-//! has it ([`plan_with_images`], [`ImageConfig`]: ENTRYPOINT, then CMD
-//! unless the container sets `args`); else the pod is denied. A pod is denied when it already uses one of the reserved names,
+//! this order, `sidekey.io/command.<container>`, `sidekey.io/command`
+//! (JSON arrays; `[]`: the image has no ENTRYPOINT, the container's `args`
+//! are the command) or the image's config when the caller has it
+//! ([`plan_with_images`], [`ImageConfig`]: ENTRYPOINT, then CMD unless the
+//! container sets `args`); else the pod is denied. A pod is denied when it already uses one of the reserved names,
 //! sets a `SIDEKEY_*` variable in any container's env (init containers
 //! included), takes variables with an `envFrom` prefix that can make a
 //! `SIDEKEY_*` name, mounts (or uses as a device) one of the injector's

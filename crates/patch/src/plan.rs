@@ -260,6 +260,7 @@ pub fn plan_with_images(
             return Decision::Deny(denials);
         }
     };
+    check_command_annotations(spec, &a, &targets, &mut denials);
     if !injected {
         check_targets(spec, &a, &targets, images, &mut denials);
     }
@@ -495,6 +496,56 @@ fn select_targets(spec: &SpecView<'_>, a: &Annotations) -> Result<Vec<usize>, De
     Ok(found)
 }
 
+/// Each `sidekey.io/command.<container>` names a target: an app container
+/// of this pod that `sidekey.io/containers` selects.
+fn check_command_annotations(
+    spec: &SpecView<'_>,
+    a: &Annotations,
+    targets: &[usize],
+    denials: &mut Vec<Denial>,
+) {
+    for name in a.commands.keys() {
+        let key = format!("{}{name}", names::COMMAND_FOR);
+        let problem = match spec.containers.iter().position(|c| *c.name == **name) {
+            Some(i) if targets.contains(&i) => continue,
+            Some(_) => format!(
+                "container {} is not a target: {} does not name it, so its command is not \
+                 wrapped; add it to {} or remove {key}",
+                Q(name),
+                names::CONTAINERS,
+                names::CONTAINERS
+            ),
+            None => {
+                let init = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| *c.name == **name);
+                let app: Vec<String> = spec
+                    .containers
+                    .iter()
+                    .map(|c| Name(&c.name).to_string())
+                    .collect();
+                format!(
+                    "{} {}; the key names the app container whose command it gives, and the \
+                     pod's app containers are {}",
+                    Q(name),
+                    if init {
+                        "is an init container (sidekey wraps only app containers)"
+                    } else {
+                        "is not a container of this pod"
+                    },
+                    app.join(", ")
+                )
+            }
+        };
+        denials.push(Denial::annotation(
+            &key,
+            format!("annotation {key}: {problem}"),
+        ));
+    }
+}
+
 fn trim_slash(p: &str) -> &str {
     let t = p.trim_end_matches('/');
     if t.is_empty() {
@@ -583,7 +634,24 @@ fn wrapped_tail<'s>(
         return Ok(cmd.iter().map(|t| t.as_str()).collect());
     }
     let has_args = !c.args().is_empty();
-    if let Some(cmd) = &a.command {
+    let own = a.commands.get(c.name.as_str());
+    if let Some(cmd) = own.or(a.command.as_ref()) {
+        if cmd.is_empty() && !has_args {
+            let key = match own {
+                Some(_) => format!("{}{}", names::COMMAND_FOR, c.name),
+                None => names::COMMAND.to_owned(),
+            };
+            return Err(Denial::annotation(
+                &key,
+                format!(
+                    "annotation {key} is [] (the image has no ENTRYPOINT: the container's args \
+                     are the command), but container {} sets no args, so there would be nothing \
+                     to run; set {key} to the image's CMD as a JSON array, or give the \
+                     container args",
+                    Q(&c.name)
+                ),
+            ));
+        }
         return Ok(cmd.iter().map(String::as_str).collect());
     }
     if let Some(image) = images.get(c.name.as_str()) {
@@ -615,10 +683,13 @@ fn no_command(c: &ContainerView<'_>) -> Denial {
              agent ({AGENT_INSTALLED} exec -- COMMAND) and must know what the image runs: the \
              image's ENTRYPOINT followed by its CMD (unless the container sets args); {what}; \
              set the container's command to it, or give it as a JSON array in the annotation \
-             {} (every target without a command), e.g. [\"/app/server\",\"--port\",\"8080\"]; \
-             `docker image inspect IMAGE --format '{{{{json .Config.Entrypoint}}}} \
-             {{{{json .Config.Cmd}}}}'` shows both",
+             {}{} (this container) or {} (every target without a command), e.g. \
+             [\"/app/server\",\"--port\",\"8080\"], or [] when the image has no ENTRYPOINT and \
+             the container's args are the command; `docker image inspect IMAGE --format \
+             '{{{{json .Config.Entrypoint}}}} {{{{json .Config.Cmd}}}}'` shows both",
             Q(&c.name),
+            names::COMMAND_FOR,
+            c.name,
             names::COMMAND
         ),
     )
@@ -682,13 +753,36 @@ fn warnings(
             }
         }
     }
+    for name in a.commands.keys() {
+        let key = format!("{}{name}", names::COMMAND_FOR);
+        let Some(c) = spec.containers.iter().find(|c| *c.name == **name) else {
+            continue; // denied by check_command_annotations
+        };
+        if !a.delivery.env() {
+            w.push(format!(
+                "annotation {key} is ignored: {} is files (no command is wrapped)",
+                names::DELIVERY
+            ));
+        } else if !c.has_no_command() {
+            w.push(format!(
+                "annotation {key} is ignored: container {} has its own command, which sidekey \
+                 wraps",
+                Q(name)
+            ));
+        }
+    }
     if a.command.is_some() {
-        let used = a.delivery.env() && targets.iter().any(|&i| spec.containers[i].has_no_command());
+        let used = a.delivery.env()
+            && targets.iter().any(|&i| {
+                let c = &spec.containers[i];
+                c.has_no_command() && !a.commands.contains_key(c.name.as_str())
+            });
         if !used {
             w.push(format!(
-                "annotation {} is ignored: it applies only to containers without a command, \
-                 with env or both delivery",
-                names::COMMAND
+                "annotation {} is ignored: it applies only to containers without a command \
+                 and without a {}<container> annotation, with env or both delivery",
+                names::COMMAND,
+                names::COMMAND_FOR
             ));
         }
     }

@@ -409,8 +409,10 @@ pub(crate) fn check_injected(
             continue;
         }
         if a.delivery.env() {
+            // `exec --` alone when the args are the command (an image
+            // without ENTRYPOINT, `sidekey.io/command: []`).
             let wrapped = c.command.as_deref().is_some_and(|cmd| {
-                cmd.len() > 3
+                (cmd.len() > 3 || (cmd.len() == 3 && !c.args().is_empty()))
                     && cmd[..3]
                         .iter()
                         .map(|t| t.as_str())

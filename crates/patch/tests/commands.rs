@@ -236,3 +236,220 @@ fn the_no_command_denial_says_entrypoint_then_cmd() {
         "{m}"
     );
 }
+
+fn annotate(pod: &mut Value, key: &str, value: &str) {
+    pod["metadata"]["annotations"][key] = json!(value);
+}
+
+/// A second app container `sidecar` (another image), no command.
+fn two_containers(args_of_second: Option<&[&str]>) -> Value {
+    let mut pod = pod_with(None, None);
+    let mut second = json!({"name": "worker", "image": "registry.example.com/shop/worker:2"});
+    if let Some(args) = args_of_second {
+        second["args"] = json!(args);
+    }
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    pod
+}
+
+fn warnings(pod: &Value) -> Vec<String> {
+    match decide(pod, &ImageConfigs::new()) {
+        Decision::Inject(p) => p.warnings,
+        other => panic!("expected an injection, got {other:?}"),
+    }
+}
+
+/// `sidekey.io/command: []`: the image has no ENTRYPOINT, the args are the
+/// command; the wrapped command is `exec --` alone and the args follow.
+#[test]
+fn an_empty_command_annotation_wraps_the_args() {
+    let mut pod = pod_with(None, Some(&["python3", "-m", "http.server"]));
+    annotate(&mut pod, "sidekey.io/command", "[]");
+    let out = injected(&pod, &ImageConfigs::new());
+    let c = &out["spec"]["containers"][0];
+    assert_eq!(c["command"], json!([AGENT_INSTALLED, "exec", "--"]));
+    assert_eq!(c["args"], json!(["python3", "-m", "http.server"]));
+    // What the runtime runs (the command is set: the image is not read).
+    assert_eq!(
+        runtime_runs(c, &image(&["/never"], &["never"])),
+        Some(wrapped(&strs(&["python3", "-m", "http.server"])))
+    );
+}
+
+#[test]
+fn an_empty_command_annotation_needs_args() {
+    for (key, args) in [
+        ("sidekey.io/command", None),
+        ("sidekey.io/command", Some(&[][..])),
+        ("sidekey.io/command.api", None),
+    ] {
+        let mut pod = pod_with(None, args);
+        annotate(&mut pod, key, "[]");
+        let d = denials(&pod, &ImageConfigs::new());
+        assert_eq!(d.len(), 1, "{key}: {d:?}");
+        assert_eq!(d[0].annotation.as_deref(), Some(key));
+        assert!(
+            d[0].message.starts_with(&format!(
+                "annotation {key} is [] (the image has no ENTRYPOINT: the container's args are \
+                 the command), but container \"api\" sets no args"
+            )),
+            "{}",
+            d[0].message
+        );
+    }
+}
+
+/// Per-container commands for containers on different images; the
+/// pod-wide annotation covers the others; a container's own command wins.
+#[test]
+fn per_container_commands_win_over_the_pod_wide_one() {
+    let mut pod = two_containers(Some(&["--queue", "jobs"]));
+    annotate(&mut pod, "sidekey.io/command.worker", "[\"/worker/bin\"]");
+    annotate(&mut pod, "sidekey.io/command", "[\"/app/api\",\"serve\"]");
+    let out = injected(&pod, &ImageConfigs::new());
+    let cs = &out["spec"]["containers"];
+    assert_eq!(
+        cs[0]["command"],
+        json!([AGENT_INSTALLED, "exec", "--", "/app/api", "serve"])
+    );
+    assert_eq!(
+        cs[1]["command"],
+        json!([AGENT_INSTALLED, "exec", "--", "/worker/bin"])
+    );
+    assert_eq!(cs[1]["args"], json!(["--queue", "jobs"]));
+    assert!(warnings(&pod).is_empty(), "{:?}", warnings(&pod));
+
+    // Only per-container annotations: each container gets its own.
+    let mut pod = two_containers(Some(&["main.py"]));
+    annotate(&mut pod, "sidekey.io/command.api", "[\"/app/api\"]");
+    annotate(&mut pod, "sidekey.io/command.worker", "[]");
+    let out = injected(&pod, &ImageConfigs::new());
+    let cs = &out["spec"]["containers"];
+    assert_eq!(
+        cs[0]["command"],
+        json!([AGENT_INSTALLED, "exec", "--", "/app/api"])
+    );
+    assert_eq!(cs[1]["command"], json!([AGENT_INSTALLED, "exec", "--"]));
+    assert_eq!(cs[1]["args"], json!(["main.py"]));
+
+    // Without one for worker, worker is denied and named.
+    let mut pod = two_containers(None);
+    annotate(&mut pod, "sidekey.io/command.api", "[\"/app/api\"]");
+    let d = denials(&pod, &ImageConfigs::new());
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].message
+            .starts_with("container \"worker\" has no command in the pod spec"),
+        "{}",
+        d[0].message
+    );
+    assert!(d[0]
+        .message
+        .contains("sidekey.io/command.worker (this container)"));
+}
+
+#[test]
+fn per_container_commands_are_checked() {
+    let cases: [(&str, &str, Option<&str>, &str); 6] = [
+        (
+            "sidekey.io/command.nope",
+            "[\"/x\"]",
+            None,
+            "annotation sidekey.io/command.nope: \"nope\" is not a container of this pod; the key \
+             names the app container whose command it gives, and the pod's app containers are \
+             api, worker",
+        ),
+        (
+            "sidekey.io/command.setup",
+            "[\"/x\"]",
+            None,
+            "annotation sidekey.io/command.setup: \"setup\" is an init container (sidekey wraps \
+             only app containers)",
+        ),
+        (
+            "sidekey.io/command.worker",
+            "[\"/x\"]",
+            Some("api"),
+            "annotation sidekey.io/command.worker: container \"worker\" is not a target: \
+             sidekey.io/containers does not name it",
+        ),
+        (
+            "sidekey.io/command.",
+            "[\"/x\"]",
+            None,
+            "annotation sidekey.io/command.: it names no container",
+        ),
+        (
+            "sidekey.io/command.Api",
+            "[\"/x\"]",
+            None,
+            "annotation sidekey.io/command.Api: \"Api\" is not a container name",
+        ),
+        (
+            "sidekey.io/command.worker",
+            "/worker/bin",
+            None,
+            "annotation sidekey.io/command.worker: it must be a JSON array of strings",
+        ),
+    ];
+    for (key, value, containers, message) in cases {
+        let mut pod = two_containers(Some(&["x"]));
+        pod["spec"]["containers"][0]["command"] = json!(["/app/api"]);
+        pod["spec"]["initContainers"] =
+            json!([{"name": "setup", "image": "busybox", "command": ["true"]}]);
+        annotate(&mut pod, "sidekey.io/command", "[\"/fallback\"]");
+        if let Some(c) = containers {
+            annotate(&mut pod, "sidekey.io/containers", c);
+        }
+        annotate(&mut pod, key, value);
+        let d = denials(&pod, &ImageConfigs::new());
+        assert_eq!(d.len(), 1, "{key}: {d:?}");
+        assert_eq!(d[0].annotation.as_deref(), Some(key));
+        assert!(d[0].message.starts_with(message), "{key}: {}", d[0].message);
+    }
+}
+
+#[test]
+fn unused_command_annotations_are_warned_about() {
+    // api has its own command: its annotation is ignored; worker has its
+    // own annotation, so the pod-wide one is unused.
+    let mut pod = two_containers(Some(&["x"]));
+    pod["spec"]["containers"][0]["command"] = json!(["/app/api"]);
+    annotate(&mut pod, "sidekey.io/command.api", "[\"/other\"]");
+    annotate(&mut pod, "sidekey.io/command.worker", "[\"/worker/bin\"]");
+    annotate(&mut pod, "sidekey.io/command", "[\"/fallback\"]");
+    let w = warnings(&pod);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].starts_with(
+        "annotation sidekey.io/command.api is ignored: container \"api\" has its own command"
+    ));
+    assert!(w[1].starts_with("annotation sidekey.io/command is ignored"));
+}
+
+/// A pod injected with `[]` (the wrapped command `exec --` alone, the args
+/// after it) passes the marker check when it comes back (reinvocation).
+#[test]
+fn an_args_only_pod_is_recognised_when_it_comes_back() {
+    let mut pod = pod_with(None, Some(&["python3", "app.py"]));
+    annotate(&mut pod, "sidekey.io/command", "[]");
+    let out = injected(&pod, &ImageConfigs::new());
+    match decide(&out, &ImageConfigs::new()) {
+        Decision::Skip { reason } => assert!(reason.contains("already injected"), "{reason}"),
+        other => panic!("expected a skip, got {other:?}"),
+    }
+    // Without args, `exec --` alone is not the wrapped command.
+    let mut emptied = out.clone();
+    emptied["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("args");
+    let d = denials(&emptied, &ImageConfigs::new());
+    assert!(
+        d.iter()
+            .any(|d| d.message.contains("does not start its command with")),
+        "{d:?}"
+    );
+}

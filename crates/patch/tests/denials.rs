@@ -120,7 +120,7 @@ fn denials(d: Decision) -> Vec<Denial> {
 #[case::containers_init(&[("sidekey.io/containers", "migrate")], |p: &mut Value| p["spec"]["initContainers"] = json!([{"name": "migrate", "image": "m"}]), Some("sidekey.io/containers"), "is an init container")]
 // Commands.
 #[case::command_not_json(&[("sidekey.io/command", "/app/server")], no_command, Some("sidekey.io/command"), "must be a JSON array of strings")]
-#[case::command_empty(&[("sidekey.io/command", "[]")], no_command, Some("sidekey.io/command"), "it is an empty array")]
+#[case::command_empty_program(&[("sidekey.io/command", "[\"\", \"x\"]")], no_command, Some("sidekey.io/command"), "its first element (the program) is empty")]
 #[case::command_numbers(&[("sidekey.io/command", "[1, 2]")], no_command, Some("sidekey.io/command"), "must be a JSON array of strings")]
 #[case::no_command(&[], no_command, Some("sidekey.io/command"), "container \"api\" has no command in the pod spec: sidekey starts the app through its agent (/sidekey/bin/sidekey-agent exec -- COMMAND) and must know what the image runs: the image's ENTRYPOINT followed by its CMD (unless the container sets args)")]
 // Names the injector owns.
