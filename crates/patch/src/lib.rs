@@ -145,7 +145,7 @@ pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 
 pub use pod::{
     describe_json_error, AnnotationMap, ContainerView, DeviceView, EmptyDirView, EnvFromView,
-    EnvVarView, MetaView, MountView, Named, PodError, PodSecurityView, PodView, RefView,
+    EnvVarView, MetaView, MountView, Named, OsView, PodError, PodSecurityView, PodView, RefView,
     SecurityView, SpecView, Text, VolumeView,
 };
 

@@ -246,6 +246,14 @@ pub fn plan_with_images(
         denials.push(Denial::pod("the pod has no spec"));
         return Decision::Deny(denials);
     };
+    if let Some(why) = spec.windows() {
+        denials.push(Denial::pod(format!(
+            "the pod runs on Windows ({why}): sidekey's agent and what the injector adds (a \
+             Linux binary, runAsNonRoot, seccomp, memory volumes) are Linux-only, and sidekey \
+             does not support Windows pods; remove {} from this pod, or run it on Linux nodes",
+            names::INJECT
+        )));
+    }
     if !injected {
         check_reserved_names(spec, &mut denials);
         check_pod_parts(spec, &mut denials);

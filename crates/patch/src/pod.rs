@@ -198,6 +198,39 @@ pub struct SpecView<'a> {
     /// `spec.securityContext`.
     #[serde(default)]
     pub security_context: Option<PodSecurityView>,
+    /// `spec.os`.
+    #[serde(borrow, default)]
+    pub os: Option<OsView<'a>>,
+    /// `spec.nodeSelector`.
+    #[serde(borrow, default)]
+    pub node_selector: Option<BTreeMap<Text<'a>, Text<'a>>>,
+}
+
+/// `spec.os`.
+#[derive(Debug, Default, Deserialize)]
+pub struct OsView<'a> {
+    /// `name`: `linux` or `windows`.
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
+}
+
+impl SpecView<'_> {
+    /// Why the pod runs on Windows, when it does: `spec.os.name: windows`,
+    /// or a node selector `kubernetes.io/os` (or the older
+    /// `beta.kubernetes.io/os`) of `windows`.
+    pub fn windows(&self) -> Option<&'static str> {
+        if self.os.as_ref().and_then(|o| o.name.as_deref()) == Some("windows") {
+            return Some("spec.os.name is windows");
+        }
+        let selector = self.node_selector.as_ref()?;
+        if selector.get("kubernetes.io/os").map(|v| v.as_str()) == Some("windows") {
+            return Some("its nodeSelector kubernetes.io/os is windows");
+        }
+        if selector.get("beta.kubernetes.io/os").map(|v| v.as_str()) == Some("windows") {
+            return Some("its nodeSelector beta.kubernetes.io/os is windows");
+        }
+        None
+    }
 }
 
 /// Anything with a `name`: a volume, an init or ephemeral container.

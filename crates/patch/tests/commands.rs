@@ -453,3 +453,59 @@ fn an_args_only_pod_is_recognised_when_it_comes_back() {
         "{d:?}"
     );
 }
+
+/// Windows pods are denied, through `spec.os.name` or a node selector,
+/// with every other problem; Linux ones are not.
+#[test]
+fn windows_pods_are_denied() {
+    let cases: [(&str, Value, &str); 3] = [
+        (
+            "os",
+            json!({"os": {"name": "windows"}}),
+            "spec.os.name is windows",
+        ),
+        (
+            "selector",
+            json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+            "its nodeSelector kubernetes.io/os is windows",
+        ),
+        (
+            "beta selector",
+            json!({"nodeSelector": {"beta.kubernetes.io/os": "windows"}}),
+            "its nodeSelector beta.kubernetes.io/os is windows",
+        ),
+    ];
+    for (label, fields, why) in cases {
+        for files in [false, true] {
+            let mut pod = pod_with(Some(&["/app/api"]), None);
+            for (k, v) in fields.as_object().unwrap() {
+                pod["spec"][k] = v.clone();
+            }
+            if files {
+                annotate(&mut pod, "sidekey.io/delivery", "files");
+            }
+            let d = denials(&pod, &ImageConfigs::new());
+            assert_eq!(d.len(), 1, "{label}: {d:?}");
+            assert_eq!(d[0].annotation, None);
+            assert_eq!(
+                d[0].message,
+                format!(
+                    "the pod runs on Windows ({why}): sidekey's agent and what the injector adds \
+                     (a Linux binary, runAsNonRoot, seccomp, memory volumes) are Linux-only, and \
+                     sidekey does not support Windows pods; remove sidekey.io/inject from this \
+                     pod, or run it on Linux nodes"
+                ),
+                "{label}"
+            );
+        }
+    }
+    // Other problems are reported with it.
+    let mut pod = pod_with(None, None);
+    pod["spec"]["os"] = json!({"name": "windows"});
+    assert_eq!(denials(&pod, &ImageConfigs::new()).len(), 2);
+    // Linux, stated either way, is injected.
+    let mut pod = pod_with(Some(&["/app/api"]), None);
+    pod["spec"]["os"] = json!({"name": "linux"});
+    pod["spec"]["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
+    injected(&pod, &ImageConfigs::new());
+}
