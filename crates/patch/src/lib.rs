@@ -97,13 +97,23 @@
 //!
 //! The agent's init container or sidecar runs as the first target
 //! container's effective `runAsUser`/`runAsGroup` (container
-//! securityContext, else the pod's), so the files it writes (mode 0400) are
-//! the app's. No `--group` flag is passed: with an `fsGroup`, the kubelet
-//! makes the volume group-owned by it and the agent uses 0440. A root app
-//! user is replaced by [`FALLBACK_UID`] (the agent always runs non-root);
-//! with no known user the field stays unset and a warning says so. The
-//! agent image must therefore declare a numeric non-root `USER`.
+//! securityContext, else the pod's; a root user is replaced by
+//! [`FALLBACK_UID`]: the agent always runs non-root; none known: the agent
+//! image's numeric non-root `USER`) and writes the files mode 0400, or
+//! 0440 with `--group GID`:
 //!
+//! - the pod has an `fsGroup`: the kubelet makes it a supplementary group
+//!   of every container; the agent gets `--group <fsGroup>`;
+//! - every target runs as the same known user and the agent runs as it:
+//!   the files are theirs, nothing more;
+//! - otherwise (the image's own user, root, or targets with different
+//!   users) the injector sets `fsGroup` [`FILES_GROUP`] and `--group` with
+//!   it, when every volume of the pod is an `emptyDir`, `configMap`,
+//!   `downwardAPI` or `projected` one (fsGroup changes the group and adds
+//!   group read access to the volumes: harmless for those, not for a
+//!   `secret` volume holding an SSH or TLS key or a persistent volume);
+//!   with another volume it changes nothing and warns.
+
 //! # Targets
 //!
 //! `sidekey.io/containers` or every app container; never init or ephemeral
@@ -139,7 +149,7 @@ pub use plan::{
     apply, plan, plan_with_images, Decision, ImageConfig, ImageConfigs, PatchError, PatchJson,
     Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE, AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS,
     BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT, CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID,
-    RESERVED_CONTAINERS, RESERVED_VOLUMES, VOLUME_BIN, VOLUME_SECRETS,
+    FILES_GROUP, RESERVED_CONTAINERS, RESERVED_VOLUMES, VOLUME_BIN, VOLUME_SECRETS,
 };
 pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 

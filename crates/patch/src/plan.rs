@@ -38,6 +38,13 @@ pub const BIN_SIZE_LIMIT: &str = "64Mi";
 /// The user injected containers run as when the app's user is root (they
 /// always have `runAsNonRoot: true`): the distroless "nonroot" user.
 pub const FALLBACK_UID: i64 = 65532;
+/// The `fsGroup` the injector sets for files delivery when the pod has
+/// none and the app's user is not known to be the agent's (see
+/// [`files_group`]): the distroless "nonroot" group.
+pub const FILES_GROUP: i64 = 65532;
+/// Volume sources the kubelet makes afresh for each pod, whose ownership
+/// an added `fsGroup` may change: only the group, and group read access.
+const PER_POD_SOURCES: [&str; 3] = ["configMap", "downwardAPI", "projected"];
 /// Environment variables (names only) and volume mounts copied from the
 /// first target container into the agent's own containers, so they get the
 /// pod's AWS credentials (IRSA, EKS Pod Identity) whichever webhook ran first.
@@ -703,6 +710,84 @@ fn no_command(c: &ContainerView<'_>) -> Denial {
     )
 }
 
+/// Who the secret files are for (files delivery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FilesGroup {
+    /// The pod's own `fsGroup`: the agent gets `--group` with it.
+    Pod(i64),
+    /// No group: the agent runs as the user of the first target, and
+    /// every target runs as that user (files 0400 are theirs).
+    NotNeeded,
+    /// The injector sets `fsGroup` [`FILES_GROUP`] and passes `--group`.
+    Added(i64),
+    /// A group is needed but setting `fsGroup` is not safe: this volume
+    /// is not one of [`PER_POD_SOURCES`] or an `emptyDir`.
+    Unsafe(String),
+}
+
+impl FilesGroup {
+    /// The agent's `--group`.
+    pub(crate) fn gid(&self) -> Option<i64> {
+        match self {
+            FilesGroup::Pod(g) | FilesGroup::Added(g) => Some(*g),
+            _ => None,
+        }
+    }
+}
+
+/// The agent's user in its files container: the first target's, a root
+/// one replaced by [`FALLBACK_UID`]; `None`: the agent image's user.
+fn agent_uid(spec: &SpecView<'_>, targets: &[usize]) -> Option<i64> {
+    let pod_uid = spec.security_context.as_ref().and_then(|p| p.run_as_user);
+    match (run_as(spec, &spec.containers[targets[0]]).0, pod_uid) {
+        (Some(0), _) | (None, Some(0)) => Some(FALLBACK_UID),
+        (Some(u), _) => Some(u),
+        (None, _) => None,
+    }
+}
+
+/// How the secret files are made readable to every target (files and
+/// both delivery). The agent writes them as its own user, mode 0400, or
+/// 0440 with `--group`:
+///
+/// - the pod has an `fsGroup`: the kubelet makes it a supplementary group
+///   of every container and the group of the volume; the agent gives the
+///   files that group (`--group`);
+/// - every target runs as a known user, the same, and the agent runs as
+///   it: nothing more is needed;
+/// - otherwise (most real pods: the image's own user, root or a fixed
+///   non-root user the injector cannot know; or targets with different
+///   users) the injector sets `fsGroup` [`FILES_GROUP`] when every volume
+///   of the pod is an `emptyDir`, `configMap`, `downwardAPI` or `projected`
+///   volume (the kubelet makes them afresh for the pod; fsGroup only adds
+///   group read access to them). A `secret` volume (an SSH or TLS key that
+///   its program refuses once group-readable), a persistent volume (whose
+///   ownership fsGroup would change for good) or any other source makes it
+///   unsafe: the injector leaves the pod as it is and warns.
+pub(crate) fn files_group(spec: &SpecView<'_>, targets: &[usize]) -> FilesGroup {
+    if let Some(g) = spec.security_context.as_ref().and_then(|p| p.fs_group) {
+        return FilesGroup::Pod(g);
+    }
+    let agent = agent_uid(spec, targets);
+    let all_agents = agent.is_some()
+        && targets
+            .iter()
+            .all(|&i| run_as(spec, &spec.containers[i]).0 == agent);
+    if all_agents {
+        return FilesGroup::NotNeeded;
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(source) = v
+            .others
+            .iter()
+            .find(|k| !PER_POD_SOURCES.contains(&k.as_str()))
+        {
+            return FilesGroup::Unsafe(format!("{} ({source})", Name(&v.name)));
+        }
+    }
+    FilesGroup::Added(FILES_GROUP)
+}
+
 /// The effective (user, group) of a container: its own securityContext,
 /// else the pod's.
 fn run_as(spec: &SpecView<'_>, c: &ContainerView<'_>) -> (Option<i64>, Option<i64>) {
@@ -741,14 +826,19 @@ fn warnings(
         }
     }
     if a.delivery.files() {
-        let first = &spec.containers[targets[0]];
-        let fs_group = spec.security_context.as_ref().and_then(|p| p.fs_group);
-        if run_as(spec, first).0.is_none() && fs_group.is_none() {
+        if let FilesGroup::Unsafe(volume) = files_group(spec, targets) {
+            let who = match agent_uid(spec, targets) {
+                Some(u) => format!("user {u}"),
+                None => "the agent image's user".to_owned(),
+            };
             w.push(format!(
-                "container {} has no runAsUser in the pod spec and the pod has no fsGroup: the \
-                 secret files will be owned by the agent image's user with mode 0400, readable \
-                 by the app only if it runs as that user; set runAsUser (or fsGroup)",
-                Q(&first.name)
+                "the pod has no fsGroup and not every target runs as a known user that the \
+                 agent can run as (no runAsUser, root, or different users): sidekey sets fsGroup \
+                 {FILES_GROUP} to share the secret files with the app only when every volume is \
+                 an emptyDir, configMap, downwardAPI or projected volume, and volume {volume} \
+                 is not (fsGroup would change its ownership and modes); the files will be owned \
+                 by {who} with mode 0400, readable by the app only if it runs as that user; set \
+                 runAsUser, or fsGroup"
             ));
         }
     } else {
@@ -858,6 +948,27 @@ pub(crate) fn sidekey_env<'a>(
     env
 }
 
+/// The command of the files init container or sidecar: `--group GID`
+/// last when `gid` is not empty.
+pub(crate) fn files_command<'s>(
+    agent: &'s str,
+    what: &'s str,
+    dir: &'s str,
+    refresh: Option<&'s str>,
+    format: &'s str,
+    gid: &'s str,
+) -> Vec<&'s str> {
+    let mut c = vec![agent, what, "--dir", dir];
+    if let Some(every) = refresh {
+        c.extend(["--refresh", every]);
+    }
+    c.extend(["--format", format]);
+    if !gid.is_empty() {
+        c.extend(["--group", gid]);
+    }
+    c
+}
+
 /// An injected container with the common fields.
 fn agent_container<'a>(
     settings: &'a Settings,
@@ -933,6 +1044,23 @@ fn build_patch(
 
     let first = &spec.containers[targets[0]];
     let pod_uid = spec.security_context.as_ref().and_then(|p| p.run_as_user);
+    let group = if a.delivery.files() {
+        files_group(spec, targets)
+    } else {
+        FilesGroup::NotNeeded
+    };
+    if let FilesGroup::Added(g) = group {
+        if spec.security_context.is_some() {
+            w.op("add", format_args!("/spec/securityContext/fsGroup"), |j| {
+                j.int(g);
+            });
+        } else {
+            w.op("add", format_args!("/spec/securityContext"), |j| {
+                j.raw("{\"fsGroup\":").int(g).raw("}");
+            });
+        }
+    }
+    let gid_arg = group.gid().map(|g| g.to_string()).unwrap_or_default();
 
     // Init containers, ours first.
     let mut inits = Vec::with_capacity(2);
@@ -952,13 +1080,8 @@ fn build_patch(
         ));
     }
     if a.delivery.files() {
-        let (uid, gid) = run_as(spec, first);
-        let uid = match (uid, pod_uid) {
-            (Some(0), _) => Some(FALLBACK_UID),
-            (Some(u), _) => Some(u),
-            (None, Some(0)) => Some(FALLBACK_UID),
-            (None, _) => None,
-        };
+        let gid = run_as(spec, first).1;
+        let uid = agent_uid(spec, targets);
         let mut env = base_env.clone();
         if let Some(region) = settings.region() {
             env.push(EnvVar::Value {
@@ -1002,7 +1125,7 @@ fn build_patch(
             None => agent_container(
                 settings,
                 CONTAINER_INIT,
-                vec![AGENT_IN_IMAGE, "init", "--dir", dir, "--format", format],
+                files_command(AGENT_IN_IMAGE, "init", dir, None, format, &gid_arg),
                 Some(env),
                 mounts,
                 uid,
@@ -1012,16 +1135,14 @@ fn build_patch(
                 let mut c = agent_container(
                     settings,
                     CONTAINER_SIDECAR,
-                    vec![
+                    files_command(
                         AGENT_IN_IMAGE,
                         "sidecar",
-                        "--dir",
                         dir,
-                        "--refresh",
-                        &every,
-                        "--format",
+                        Some(&every),
                         format,
-                    ],
+                        &gid_arg,
+                    ),
                     Some(env),
                     mounts,
                     uid,

@@ -36,7 +36,7 @@ use crate::annotations::{Annotations, Denial};
 use crate::config::{parse_quantity, Settings};
 use crate::ops::{EnvVar, Json as JsonText};
 use crate::plan::{
-    check_container_parts, AGENT_INSTALLED, AGENT_IN_IMAGE, BIN_DIR, BIN_SIZE_LIMIT,
+    check_container_parts, files_command, AGENT_INSTALLED, AGENT_IN_IMAGE, BIN_DIR, BIN_SIZE_LIMIT,
     CONTAINER_INIT, CONTAINER_INSTALL, CONTAINER_SIDECAR, RESERVED_CONTAINERS, RESERVED_VOLUMES,
     VOLUME_BIN, VOLUME_SECRETS,
 };
@@ -260,6 +260,13 @@ pub(crate) fn check_injected(
         .unwrap_or_default();
     let dir = a.files_path.as_str();
     let format = a.files_format.as_str();
+    // The pod's fsGroup (its own, or the one the injector added).
+    let gid = spec
+        .security_context
+        .as_ref()
+        .and_then(|p| p.fs_group)
+        .map(|g| g.to_string())
+        .unwrap_or_default();
     type Own<'s> = (&'static str, Vec<&'s str>, bool, Vec<Expected<'s>>, bool);
     let mut wanted: Vec<Own<'_>> = Vec::with_capacity(2);
     if a.delivery.env() {
@@ -275,23 +282,14 @@ pub(crate) fn check_injected(
         wanted.push(match a.refresh {
             None => (
                 CONTAINER_INIT,
-                vec![AGENT_IN_IMAGE, "init", "--dir", dir, "--format", format],
+                files_command(AGENT_IN_IMAGE, "init", dir, None, format, &gid),
                 true,
                 vec![(VOLUME_SECRETS, dir, false)],
                 false,
             ),
             Some(_) => (
                 CONTAINER_SIDECAR,
-                vec![
-                    AGENT_IN_IMAGE,
-                    "sidecar",
-                    "--dir",
-                    dir,
-                    "--refresh",
-                    &every,
-                    "--format",
-                    format,
-                ],
+                files_command(AGENT_IN_IMAGE, "sidecar", dir, Some(&every), format, &gid),
                 true,
                 vec![(VOLUME_SECRETS, dir, false)],
                 true,

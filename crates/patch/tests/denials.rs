@@ -265,10 +265,20 @@ fn warnings_are_given() {
     }));
     assert!(w.iter().any(|w| w.contains("runs as root")), "{w:?}");
 
+    // Files delivery without a known user: sidekey sets fsGroup, no
+    // warning; with a secret volume it cannot, and says so.
     let w = warnings(&with(&[("sidekey.io/delivery", "files")], noop));
+    assert!(w.is_empty(), "files delivery without a known user: {w:?}");
+    let w = warnings(&with(&[("sidekey.io/delivery", "files")], |p| {
+        p["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "tls", "secret": {"secretName": "tls"}}));
+    }));
     assert!(
-        w.iter().any(|w| w.contains("no runAsUser")),
-        "files delivery without a known user: {w:?}"
+        w.iter()
+            .any(|w| w.contains("no runAsUser") && w.contains("volume tls (secret) is not")),
+        "files delivery without a known user, with a secret volume: {w:?}"
     );
 
     let w = warnings(&with(&[("sidekey.io/files-format", "json")], noop));
