@@ -27,11 +27,19 @@ pub struct Image {
     pub files: Vec<(String, PathBuf, u32)>,
     /// What runs when the container spec has no command.
     pub entrypoint: Vec<String>,
+    /// The image's numeric `USER`: who runs when neither the container
+    /// nor the pod sets `runAsUser` (its group: the same number).
+    pub user: Option<u32>,
 }
 
 impl Image {
     pub fn with_entrypoint(mut self, argv: &[&str]) -> Image {
         self.entrypoint = argv.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    pub fn with_user(mut self, uid: u32) -> Image {
+        self.user = Some(uid);
         self
     }
 
@@ -133,6 +141,11 @@ impl Kubelet {
                 bail!("volume {name}: only emptyDir volumes are played");
             }
             std::fs::create_dir_all(self.volume_dir(name))?;
+            // The kubelet makes an emptyDir mode 0777.
+            std::fs::set_permissions(
+                self.volume_dir(name),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            )?;
         }
         let mut runs = Vec::new();
         let mut sidecars: Vec<(String, Child)> = Vec::new();
@@ -250,7 +263,10 @@ impl Kubelet {
         // The user the container runs as (container, else pod security context).
         let sc = &c["securityContext"];
         let psc = &pod["spec"]["securityContext"];
-        let uid = sc["runAsUser"].as_u64().or(psc["runAsUser"].as_u64());
+        let uid = sc["runAsUser"]
+            .as_u64()
+            .or(psc["runAsUser"].as_u64())
+            .or(image.user.map(u64::from));
         let gid = sc["runAsGroup"]
             .as_u64()
             .or(psc["runAsGroup"].as_u64())

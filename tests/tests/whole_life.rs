@@ -630,11 +630,124 @@ fn both_deliveries_env_and_files_in_one_container() {
         out.contains("ENV SHARED_FLAG=e2e-both-shared-flag-6"),
         "{out}"
     );
-    assert!(out.contains("FILE secrets.json 400"), "{out}");
+    // No user in the pod: the injector set fsGroup, the file is 0440.
+    assert!(out.contains("FILE secrets.json 440"), "{out}");
     assert!(
         out.contains("\"DB_PASSWORD\":\"e2e-both-db-password-5\"")
             || out.contains("\"DB_PASSWORD\": \"e2e-both-db-password-5\""),
         "{out}"
     );
+    w.scan(&run);
+}
+
+/// An app that shows its arguments, its user and groups, its variables and
+/// whether it can read each secret file.
+fn showing_app_image(dir: &Path, path: &str) -> Image {
+    let script = dir.join(format!("show-{}", path.replace('/', "_")));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo APP-STARTED\n\
+         echo \"ARGS $0 $*\"\n\
+         echo \"USER $(id -u) GROUPS $(id -G)\"\n\
+         env | grep -E '^(DB_|SIDEKEY_)' | sort | sed 's/^/ENV /'\n\
+         for f in /run/secrets/sidekey/*; do\n\
+           if v=$(cat \"$f\" 2>/dev/null); then\n\
+             printf 'FILE %s %s %s\\n' \"$(basename \"$f\")\" \"$(stat -L -c %a \"$f\")\" \"$v\";\n\
+           else\n\
+             printf 'UNREADABLE %s\\n' \"$(basename \"$f\")\";\n\
+           fi\n\
+         done\n",
+    )
+    .expect("write app");
+    Image::default().with_file(path, &script, 0o755)
+}
+
+/// Runs the mixed-image example's pod as admitted (or as `edit` leaves
+/// it): `api` on an image with an ENTRYPOINT and user 4321, `worker` on
+/// one without ENTRYPOINT and user 4322, the agent image's user 65532.
+fn run_mixed(w: &World, edit: fn(&mut Value)) -> sidekey_e2e::PodRun {
+    let pod = pod_from_workload(&example("mixed-images.yaml"), "staging").expect("pod");
+    let response = w.admit(&pod, "staging");
+    assert_eq!(response["allowed"], true, "{response}");
+    let mut patched = apply_and_validate(w.dir.path(), &pod, &response);
+    edit(&mut patched);
+    let mut kubelet = Kubelet::new(w.dir.path()).expect("kubelet");
+    kubelet.extra_env = w.aws_env();
+    kubelet.image(AGENT_IMAGE, agent_image().with_user(65532));
+    kubelet.image(
+        "ghcr.io/example/api:1.4.2",
+        showing_app_image(w.dir.path(), "/app/api")
+            .with_entrypoint(&["/app/api"])
+            .with_user(4321),
+    );
+    kubelet.image(
+        "ghcr.io/example/queue-worker:1.0.0",
+        showing_app_image(w.dir.path(), "/app/worker").with_user(4322),
+    );
+    kubelet.run(&patched).expect("pod runs")
+}
+
+/// Per-container commands for two images, one of them args-only
+/// (`sidekey.io/command.worker: []`): each app runs with its own args,
+/// under its image's user, with its secrets in its environment and in
+/// files it can read through the fsGroup the injector set.
+#[test]
+fn mixed_images_args_only_and_unknown_users_get_their_secrets() {
+    require_root!();
+    let mut w = World::new("mixed");
+    w.put("staging", "api", "DB_PASSWORD", "e2e-mixed-db-password-7");
+    let run = run_mixed(&w, |_| {});
+    let api = app_output(&run, "api");
+    assert!(api.contains("ARGS /app/api --port 8080\n"), "{api}");
+    let worker = app_output(&run, "worker");
+    assert!(
+        worker.contains("ARGS /app/worker --queue jobs\n"),
+        "{worker}"
+    );
+    for (out, uid) in [(&api, 4321), (&worker, 4322)] {
+        assert!(
+            out.contains(&format!("USER {uid} GROUPS {uid} 65532\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains("ENV DB_PASSWORD=e2e-mixed-db-password-7"),
+            "{out}"
+        );
+        assert!(
+            out.contains("FILE DB_PASSWORD 440 e2e-mixed-db-password-7"),
+            "{out}"
+        );
+        assert!(!out.contains("UNREADABLE"), "{out}");
+    }
+    w.scan(&run);
+}
+
+/// The control: the same pod without the fsGroup and `--group` the
+/// injector added (what it made before) leaves the files unreadable to
+/// the apps' own users.
+#[test]
+fn mixed_images_without_the_group_cannot_read_the_files() {
+    require_root!();
+    let mut w = World::new("nogroup");
+    w.put("staging", "api", "DB_PASSWORD", "e2e-nogroup-db-password-8");
+    let run = run_mixed(&w, |pod| {
+        assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
+        pod["spec"]["securityContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("fsGroup");
+        for c in pod["spec"]["initContainers"].as_array_mut().unwrap() {
+            let cmd = c["command"].as_array_mut().unwrap();
+            if let Some(i) = cmd.iter().position(|a| a == "--group") {
+                cmd.truncate(i);
+            }
+        }
+    });
+    for name in ["api", "worker"] {
+        let out = app_output(&run, name);
+        assert!(out.contains("UNREADABLE DB_PASSWORD"), "{out}");
+        assert!(!out.contains("FILE DB_PASSWORD"), "{out}");
+    }
     w.scan(&run);
 }
