@@ -498,7 +498,8 @@ async fn bad_annotations_are_denied_with_403_naming_the_annotation() {
 #[tokio::test]
 async fn warnings_reach_the_answer() {
     let inj = injector();
-    // A container with no known user: the planner warns about file ownership.
+    // A container with no known user and a secret volume (no fsGroup can
+    // be added): the planner warns about file ownership.
     let mut p = pod(
         json!({"sidekey.io/inject": "true", "sidekey.io/services": "api", "sidekey.io/delivery": "files"}),
     );
@@ -506,6 +507,10 @@ async fn warnings_reach_the_answer() {
         .as_object_mut()
         .unwrap()
         .remove("securityContext");
+    p["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "tls", "secret": {"secretName": "tls"}}));
     let resp = mutate(&inj, &review("u", "team-a", "CREATE", p))
         .await
         .response();
