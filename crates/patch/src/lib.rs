@@ -70,6 +70,10 @@
 //!   placed right after `sidekey-install` and before the pod's own init
 //!   containers (so they run before any mesh sidecar intercepts traffic);
 //!   targets mount the volume read-only at PATH;
+//! - files (or both) delivery, when the pod has no `fsGroup` and its app
+//!   user is not known to be the agent's: `spec.securityContext.fsGroup`
+//!   [`FILES_GROUP`] when the pod's volumes allow it (see "File
+//!   ownership");
 //! - every injected container: the configured resources, `runAsNonRoot`,
 //!   read-only root filesystem, no privilege escalation, all capabilities
 //!   dropped, seccomp `RuntimeDefault`, `terminationMessagePolicy:
