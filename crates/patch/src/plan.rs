@@ -40,7 +40,8 @@ pub const BIN_SIZE_LIMIT: &str = "64Mi";
 pub const FALLBACK_UID: i64 = 65532;
 /// The `fsGroup` the injector sets for files delivery when the pod has
 /// none and the app's user is not known to be the agent's (see
-/// [`files_group`]): the distroless "nonroot" group.
+/// "File ownership" in the crate documentation): the distroless "nonroot"
+/// group.
 pub const FILES_GROUP: i64 = 65532;
 /// Volume sources the kubelet makes afresh for each pod, whose ownership
 /// an added `fsGroup` may change: only the group, and group read access.
