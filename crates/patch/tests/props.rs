@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use sidekey_patch::{apply, parse_annotations, plan, Config, Decision, Defaults, PodView, Request};
+use sidekey_patch::{
+    apply, parse_annotations, plan_with_images, Config, Decision, Defaults, ImageConfig,
+    ImageConfigs, PodView, Request,
+};
 use support::semantic_problems;
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 22] = [
     "sidekey.io/services",
     "sidekey.io/secrets",
     "sidekey.io/delivery",
@@ -21,6 +24,8 @@ const KEYS: [&str; 20] = [
     "sidekey.io/refresh",
     "sidekey.io/command",
     "sidekey.io/on-missing",
+    "sidekey.io/command.app",
+    "sidekey.io/command.worker",
     "sidekey.io/inject",
     "sidekey.io/injected",
     "sidekey.io/environment",
@@ -53,8 +58,8 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Plausible values for `KEYS[i]`, `i < 9`.
-const GOOD: [&[&str]; 9] = [
+/// Plausible values for `KEYS[i]`, `i < 11`.
+const GOOD: [&[&str]; 11] = [
     &["api", "api,shared", "web"],
     &["DB=db/PASSWORD", "A=x/B@3,C=y/D@prod"],
     &["env", "files", "both"],
@@ -62,16 +67,18 @@ const GOOD: [&[&str]; 9] = [
     &["/run/secrets/x", "/etc/app/secrets", "/data/s"],
     &["per-key", "dotenv", "json"],
     &["30s", "5m"],
-    &["[\"/bin/app\"]", "[\"/x\",\"y\"]"],
+    &["[\"/bin/app\"]", "[\"/x\",\"y\"]", "[]"],
     &["fail", "skip"],
+    &["[\"/bin/app\"]", "[]"],
+    &["[\"/bin/worker\",\"-v\"]", "[]"],
 ];
 
 fn entry() -> impl Strategy<Value = (String, String)> {
     prop_oneof![
-        6 => (0..9usize).prop_flat_map(|i| {
+        6 => (0..11usize).prop_flat_map(|i| {
             (Just(KEYS[i].to_owned()), prop::sample::select(GOOD[i].to_vec()).prop_map(str::to_owned))
         }),
-        2 => (prop::sample::select(KEYS[..9].to_vec()).prop_map(str::to_owned), value()),
+        2 => (prop::sample::select(KEYS[..11].to_vec()).prop_map(str::to_owned), value()),
         1 => (prop::sample::select(KEYS.to_vec()).prop_map(str::to_owned), value()),
     ]
 }
@@ -126,11 +133,15 @@ fn container(name: String) -> impl Strategy<Value = Value> {
             0..3,
         )),
         opt(opt(-1i64..3)),
+        opt(prop::collection::vec("[a-z/]{0,4}", 0..3)),
     )
-        .prop_map(move |(command, env, mounts, uid)| {
+        .prop_map(move |(command, env, mounts, uid, args)| {
             let mut c = json!({"name": name, "image": "img"});
             if let Some(cmd) = command {
                 c["command"] = json!(cmd);
+            }
+            if let Some(args) = args {
+                c["args"] = json!(args);
             }
             if let Some(env) = env {
                 c["env"] = json!(env
@@ -197,7 +208,12 @@ fn pod() -> impl Strategy<Value = Value> {
             if let Some(v) = volumes {
                 p["spec"]["volumes"] = json!(v
                     .into_iter()
-                    .map(|n| json!({"name": n, "emptyDir": {}}))
+                    // v1 is a secret volume: the injector may not add an
+                    // fsGroup with it.
+                    .map(|n| match n {
+                        "v1" => json!({"name": n, "secret": {"secretName": "s"}}),
+                        _ => json!({"name": n, "emptyDir": {}}),
+                    })
                     .collect::<Vec<_>>());
             }
             if let Some((u, g, f)) = psc {
@@ -278,7 +294,27 @@ fn check(pod_json: &Value, namespace: &str, config: &Config) -> Seen {
         namespace,
         user: None,
     };
-    match plan(&pod, &request, config) {
+    // Image configs for two of the generated names: one with an
+    // ENTRYPOINT, one with only a CMD (`app` and `sidecar` have none).
+    let images: ImageConfigs = [
+        (
+            "worker".to_owned(),
+            ImageConfig {
+                entrypoint: vec!["/entry".into()],
+                cmd: vec!["serve".into()],
+            },
+        ),
+        (
+            "log".to_owned(),
+            ImageConfig {
+                entrypoint: Vec::new(),
+                cmd: vec!["/bin/log".into(), "-f".into()],
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    match plan_with_images(&pod, &request, config, &images) {
         Decision::Skip { reason } => {
             assert!(!reason.is_empty());
             Seen::Skip
@@ -302,7 +338,12 @@ fn check(pod_json: &Value, namespace: &str, config: &Config) -> Seen {
             assert!(added.is_empty(), "{added:?}\n{patched:#}");
             let again = serde_json::to_string(&patched).unwrap();
             assert!(matches!(
-                plan(&PodView::from_json(&again).unwrap(), &request, config),
+                plan_with_images(
+                    &PodView::from_json(&again).unwrap(),
+                    &request,
+                    config,
+                    &images
+                ),
                 Decision::Skip { .. }
             ));
             Seen::Inject
