@@ -150,10 +150,11 @@ pub use config::{
     ResourceList, Resources, Settings, Store, DEFAULT_AGENT_IMAGE, DEFAULT_EXCLUDED,
 };
 pub use plan::{
-    apply, plan, plan_with_images, Decision, ImageConfig, ImageConfigs, PatchError, PatchJson,
-    Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE, AWS_CREDENTIAL_MOUNTS, AWS_CREDENTIAL_VARS,
-    BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT, CONTAINER_INSTALL, CONTAINER_SIDECAR, FALLBACK_UID,
-    FILES_GROUP, RESERVED_CONTAINERS, RESERVED_VOLUMES, VOLUME_BIN, VOLUME_SECRETS,
+    apply, image_lookups, plan, plan_with_images, Decision, ImageConfig, ImageConfigs, ImageLookup,
+    PatchError, PatchJson, Plan, Request, AGENT_INSTALLED, AGENT_IN_IMAGE, AWS_CREDENTIAL_MOUNTS,
+    AWS_CREDENTIAL_VARS, BIN_DIR, BIN_SIZE_LIMIT, CONTAINER_INIT, CONTAINER_INSTALL,
+    CONTAINER_SIDECAR, FALLBACK_UID, FILES_GROUP, RESERVED_CONTAINERS, RESERVED_VOLUMES,
+    VOLUME_BIN, VOLUME_SECRETS,
 };
 pub use sidekey_model::annotations::{Delivery, FilesFormat, OnMissing};
 

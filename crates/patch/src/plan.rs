@@ -109,6 +109,57 @@ impl ImageConfig {
 /// the containers that set no `command` (others are not read).
 pub type ImageConfigs = BTreeMap<String, ImageConfig>;
 
+/// A container whose image config [`plan_with_images`] would read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLookup<'a> {
+    /// The container's name (the key in [`ImageConfigs`]).
+    pub container: &'a str,
+    /// Its `image` (absent in a pod the API server would refuse).
+    pub image: Option<&'a str>,
+}
+
+/// The containers whose image config [`plan_with_images`] would use: for
+/// a pod that opts in, is not yet injected and is in a namespace the
+/// injector serves, with env (or both) delivery, the targets without a
+/// `command` that no `sidekey.io/command.<container>` or
+/// `sidekey.io/command` covers, in pod order. Empty when nothing is
+/// needed, or when the annotations are refused anyway (the plan denies the
+/// pod without looking at images).
+pub fn image_lookups<'p>(
+    pod: &'p PodView<'_>,
+    request: &Request<'_>,
+    config: &Config,
+) -> Vec<ImageLookup<'p>> {
+    let ann = pod.annotations();
+    if !wants_injection(ann) || is_injected(ann) {
+        return Vec::new();
+    }
+    if let Resolution::Excluded { .. } = config.resolve(request.namespace) {
+        return Vec::new();
+    }
+    let (Some(spec), Ok(a)) = (
+        pod.spec.as_ref(),
+        parse_annotations(ann, config.settings().defaults()),
+    ) else {
+        return Vec::new();
+    };
+    if !a.delivery.env() || a.command.is_some() {
+        return Vec::new();
+    }
+    let Ok(targets) = select_targets(spec, &a) else {
+        return Vec::new();
+    };
+    targets
+        .into_iter()
+        .map(|i| &spec.containers[i])
+        .filter(|c| c.has_no_command() && !a.commands.contains_key(c.name.as_str()))
+        .map(|c| ImageLookup {
+            container: c.name.as_str(),
+            image: c.image.as_deref(),
+        })
+        .collect()
+}
+
 /// What the injector answers.
 #[derive(Debug, Clone)]
 pub enum Decision {

@@ -8,8 +8,8 @@ mod support;
 
 use serde_json::{json, Value};
 use sidekey_patch::{
-    apply, plan_with_images, Config, Decision, Denial, ImageConfig, ImageConfigs, PodView, Request,
-    AGENT_INSTALLED,
+    apply, image_lookups, plan_with_images, Config, Decision, Denial, ImageConfig, ImageConfigs,
+    ImageLookup, PodView, Request, AGENT_INSTALLED,
 };
 use support::{fixtures, INJECTOR_NS};
 
@@ -508,4 +508,71 @@ fn windows_pods_are_denied() {
     pod["spec"]["os"] = json!({"name": "linux"});
     pod["spec"]["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
     injected(&pod, &ImageConfigs::new());
+}
+
+fn lookups(pod: &Value, namespace: &str) -> Vec<(String, Option<String>)> {
+    let text = serde_json::to_string(pod).unwrap();
+    let view = PodView::from_json(&text).unwrap();
+    image_lookups(
+        &view,
+        &Request {
+            namespace,
+            user: None,
+        },
+        &config(),
+    )
+    .into_iter()
+    .map(|ImageLookup { container, image }| (container.to_owned(), image.map(str::to_owned)))
+    .collect()
+}
+
+/// The containers to look up are exactly those whose image config the
+/// plan reads.
+#[test]
+fn image_lookups_name_the_containers_the_plan_needs() {
+    let api = (
+        "api".to_owned(),
+        Some("registry.example.com/shop/api:1.4.2".to_owned()),
+    );
+    let worker = (
+        "worker".to_owned(),
+        Some("registry.example.com/shop/worker:2".to_owned()),
+    );
+    let pod = two_containers(None);
+    assert_eq!(lookups(&pod, "shop"), [api.clone(), worker.clone()]);
+    // Excluded namespace, files delivery, a pod-wide command: none.
+    assert!(lookups(&pod, "kube-system").is_empty());
+    let mut files = pod.clone();
+    annotate(&mut files, "sidekey.io/delivery", "files");
+    assert!(lookups(&files, "shop").is_empty());
+    let mut pod_wide = pod.clone();
+    annotate(&mut pod_wide, "sidekey.io/command", "[]");
+    assert!(lookups(&pod_wide, "shop").is_empty());
+    // A per-container command, a container with its own, a selection.
+    let mut one = pod.clone();
+    annotate(&mut one, "sidekey.io/command.api", "[\"/app/api\"]");
+    assert_eq!(lookups(&one, "shop"), [worker.clone()]);
+    let mut own = pod.clone();
+    own["spec"]["containers"][1]["command"] = json!(["/w"]);
+    assert_eq!(lookups(&own, "shop"), [api.clone()]);
+    let mut selected = pod.clone();
+    annotate(&mut selected, "sidekey.io/containers", "worker");
+    assert_eq!(lookups(&selected, "shop"), [worker.clone()]);
+    // Not opted in, refused annotations: none.
+    let mut out = pod.clone();
+    out["metadata"]["annotations"]["sidekey.io/inject"] = json!("false");
+    assert!(lookups(&out, "shop").is_empty());
+    let mut bad = pod.clone();
+    annotate(&mut bad, "sidekey.io/delivery", "nope");
+    assert!(lookups(&bad, "shop").is_empty());
+    // With those configs the plan injects, and the injected pod needs none.
+    let configs: ImageConfigs = [
+        ("api".to_owned(), image(&["/app/api"], &["serve"])),
+        ("worker".to_owned(), image(&[], &["/worker"])),
+    ]
+    .into_iter()
+    .collect();
+    let out = injected(&pod, &configs);
+    assert!(matches!(decide(&out, &configs), Decision::Skip { .. }));
+    assert!(lookups(&out, "shop").is_empty());
 }
