@@ -551,13 +551,13 @@ fn image_lookups_name_the_containers_the_plan_needs() {
     // A per-container command, a container with its own, a selection.
     let mut one = pod.clone();
     annotate(&mut one, "sidekey.io/command.api", "[\"/app/api\"]");
-    assert_eq!(lookups(&one, "shop"), [worker.clone()]);
+    assert_eq!(lookups(&one, "shop"), std::slice::from_ref(&worker));
     let mut own = pod.clone();
     own["spec"]["containers"][1]["command"] = json!(["/w"]);
-    assert_eq!(lookups(&own, "shop"), [api.clone()]);
+    assert_eq!(lookups(&own, "shop"), std::slice::from_ref(&api));
     let mut selected = pod.clone();
     annotate(&mut selected, "sidekey.io/containers", "worker");
-    assert_eq!(lookups(&selected, "shop"), [worker.clone()]);
+    assert_eq!(lookups(&selected, "shop"), std::slice::from_ref(&worker));
     // Not opted in, refused annotations: none.
     let mut out = pod.clone();
     out["metadata"]["annotations"]["sidekey.io/inject"] = json!("false");
