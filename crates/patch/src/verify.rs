@@ -9,14 +9,16 @@
 //!   needs, each a memory `emptyDir` of the configured size and nothing
 //!   else;
 //! - init containers `sidekey-install`, `sidekey-init` / `sidekey-sidecar`:
-//!   exactly those the delivery needs, with this injector's image, command,
-//!   no args, no `envFrom`, the agent's `SIDEKEY_*` settings (each once,
+//!   exactly those the delivery needs, with this injector's image, command
+//!   (`--group` with the pod's fsGroup when it has one, its own or the one
+//!   the injector added), no args, no `envFrom`, the agent's `SIDEKEY_*` settings (each once,
 //!   each with this injector's value), exactly the mounts of the injector's
 //!   volumes it makes, and `restartPolicy: Always` for the sidecar only;
 //! - targets: the containers that carry any of the injector's parts (a
 //!   `SIDEKEY_*` variable, a mount of its volumes, the wrapped command) are
 //!   exactly `sidekey.io/containers` when given (else at least one app
-//!   container), each with the wrapped command (env delivery), the same
+//!   container), each with the wrapped command (env delivery; `exec --`
+//!   alone only when the container has args), the same
 //!   settings and exactly the mounts the injector makes;
 //! - every other container: no `SIDEKEY_*` variable, no mount or device of
 //!   the injector's volumes; no container's `envFrom` prefix can make a
