@@ -811,9 +811,10 @@ fn agent_uid(spec: &SpecView<'_>, targets: &[usize]) -> Option<i64> {
 ///   non-root user the injector cannot know; or targets with different
 ///   users) the injector sets `fsGroup` [`FILES_GROUP`] when every volume
 ///   of the pod is an `emptyDir`, `configMap`, `downwardAPI` or `projected`
-///   volume (the kubelet makes them afresh for the pod; fsGroup only adds
-///   group read access to them). A `secret` volume (an SSH or TLS key that
-///   its program refuses once group-readable), a persistent volume (whose
+///   volume without a `secret` source (the kubelet makes them afresh for
+///   the pod; fsGroup only adds group read access to them). A `secret`
+///   volume or projection (an SSH or TLS key that its program refuses
+///   once group-readable), a persistent volume (whose
 ///   ownership fsGroup would change for good) or any other source makes it
 ///   unsafe: the injector leaves the pod as it is and warns.
 pub(crate) fn files_group(spec: &SpecView<'_>, targets: &[usize]) -> FilesGroup {
@@ -835,6 +836,12 @@ pub(crate) fn files_group(spec: &SpecView<'_>, targets: &[usize]) -> FilesGroup 
             .find(|k| !PER_POD_SOURCES.contains(&k.as_str()))
         {
             return FilesGroup::Unsafe(format!("{} ({source})", Name(&v.name)));
+        }
+        if v.projects_a_secret {
+            return FilesGroup::Unsafe(format!(
+                "{} (projected, with a secret source)",
+                Name(&v.name)
+            ));
         }
     }
     FilesGroup::Added(FILES_GROUP)

@@ -260,6 +260,21 @@ pub struct VolumeView<'a> {
     pub empty_dir: Option<EmptyDirView<'a>>,
     /// The other members (other volume sources), by name.
     pub others: Vec<Text<'a>>,
+    /// A `projected` volume with a `secret` source.
+    pub projects_a_secret: bool,
+}
+
+/// A `projected` volume source: whether a source is a `secret`.
+#[derive(Deserialize)]
+struct ProjectedView {
+    #[serde(default)]
+    sources: Option<Vec<ProjectionView>>,
+}
+
+#[derive(Deserialize)]
+struct ProjectionView {
+    #[serde(default)]
+    secret: Option<IgnoredAny>,
 }
 
 /// An `emptyDir` volume source.
@@ -302,6 +317,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for VolumeView<'a> {
                     match key.as_str() {
                         "name" => name = Some(map.next_value::<Text<'de>>()?),
                         "emptyDir" => v.empty_dir = map.next_value()?,
+                        "projected" => {
+                            let p: Option<ProjectedView> = map.next_value()?;
+                            v.projects_a_secret = p
+                                .and_then(|p| p.sources)
+                                .into_iter()
+                                .flatten()
+                                .any(|s| s.secret.is_some());
+                            v.others.push(key);
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             v.others.push(key);

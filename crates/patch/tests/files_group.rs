@@ -198,6 +198,12 @@ fn volumes_fs_group_would_change_make_it_a_warning() {
             json!({"name": "host", "hostPath": {"path": "/x"}}),
             "volume host (hostPath)",
         ),
+        (
+            json!({"name": "mixed", "projected": {"sources": [
+                {"configMap": {"name": "c"}}, {"secret": {"name": "tls"}}
+            ]}}),
+            "volume mixed (projected, with a secret source)",
+        ),
     ] {
         let mut pod = base_pod();
         volume(&mut pod, v);
