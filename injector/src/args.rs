@@ -91,6 +91,12 @@ pub struct Args {
     )]
     pub audit: String,
 
+    /// Most audit records waiting to be written; while that many wait (the
+    /// audit output is stalled or slow), reviews are answered 503 at once.
+    #[arg(long, env = "SIDEKEY_INJECTOR_AUDIT_QUEUE", default_value_t = crate::audit::QUEUE,
+          value_name = "N")]
+    pub audit_queue: usize,
+
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "SIDEKEY_INJECTOR_SHUTDOWN_GRACE", default_value = "25s",
           value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -138,6 +144,8 @@ pub enum SettingsError {
     ClientCa(#[source] crate::tls::TlsError),
     #[error("--max-connections must be between 1 and 1000000")]
     MaxConnections,
+    #[error("--audit-queue must be between 1 and 1000000")]
+    AuditQueue,
     #[error("--body-budget must be at least {min} bytes (the largest review body), not {got}")]
     BodyBudget { min: usize, got: usize },
     #[error("--{0} must be more than zero")]
@@ -178,6 +186,7 @@ pub struct Settings {
     pub tls_key: PathBuf,
     pub config: Config,
     pub audit: AuditTarget,
+    pub audit_queue: usize,
     pub shutdown_grace: Duration,
     pub reload_interval: Duration,
     pub client_ca: Option<PathBuf>,
@@ -231,6 +240,9 @@ impl Settings {
                 got: args.body_budget,
             });
         }
+        if args.audit_queue == 0 || args.audit_queue > 1_000_000 {
+            return Err(SettingsError::AuditQueue);
+        }
         if args.read_timeout.is_zero() {
             return Err(SettingsError::ZeroTimeout("read-timeout"));
         }
@@ -244,6 +256,7 @@ impl Settings {
             tls_key: args.tls_key.clone(),
             config,
             audit: args.audit.parse()?,
+            audit_queue: args.audit_queue,
             shutdown_grace: args.shutdown_grace,
             reload_interval: args.reload_interval,
             client_ca: args.client_ca.clone(),

@@ -2,20 +2,30 @@
 //! (the default, collected with the pod's logs), standard error, or a file
 //! shared with other processes (`file:PATH`, hash-chained across them).
 //!
+//! Records are written by one writer thread fed by a bounded queue (see
+//! [`AuditSink`]), so a stalled output never blocks the runtime's workers.
 //! A record that cannot be written is logged and counted
 //! (`sidekey_injector_audit_failures_total`), and the review is still
 //! answered: an admission webhook that fails closed on its own log output
-//! would stop every pod in the cluster.
+//! would stop every pod in the cluster. A review whose record cannot even
+//! be queued (the queue is full: the output is stalled) or is not written
+//! within the request timeout is answered 503 and counted
+//! (`sidekey_injector_audit_queue_full_total`,
+//! `sidekey_injector_audit_timeouts_total`).
 
 use std::fmt;
+use std::future::Future;
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use sidekey_audit::{append_to_file, AuditError, Chain, Component, Event, EventText};
+use sidekey_audit::{append_to_file_at, AuditError, Chain, Component, Event, EventText};
+use tokio::sync::{mpsc, oneshot};
 
 /// A parsed `SIDEKEY_AUDIT` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,78 +67,74 @@ impl fmt::Display for AuditTarget {
 
 /// The injector's audit stream.
 ///
-/// A stream (stdout, stderr, memory, any writer) is one hash chain shared
-/// by every review, written with a group commit. A review builds its
-/// record's text without any lock ([`EventText`]); under the stream's lock
-/// it only stamps it (time, seq, `prev`, the line's SHA-256) and appends it
-/// to the pending lines. If no write is in progress it becomes the writer:
-/// it takes every pending line (its own and those of reviews waiting for a
-/// write) and writes them at once, outside the lock. Otherwise it waits
-/// for the write in progress; when that write is done, the first waiter
-/// whose line is still pending writes the next batch. So every review
-/// returns only once its own line has been written (or its batch has
-/// failed), a writer writes one batch and stops, and lines stay in chain
-/// order. Pending lines are bounded by the reviews writing at once (one
-/// per runtime worker).
+/// Records are written by one dedicated writer thread, fed by a bounded
+/// queue, so that a slow or stalled output (a full log pipe, a slow log
+/// collector, a locked file) never blocks a runtime worker: health checks,
+/// metrics and TLS handshakes go on.
 ///
-/// A batch that cannot be written is lost whole: the writer's call reports
-/// every record of it, with their seq range ([`Lost`]). The chain has moved
-/// on past them, so `sidekey audit verify` shows the gap at the next line.
+/// A review builds its record's text on its own worker ([`EventText`]) and
+/// queues it ([`AuditSink::submit`]); that never blocks. The review then
+/// awaits its record's write ([`Pending`]) without holding a worker, and is
+/// answered only once the record is written. When the queue is full (the
+/// output has not kept up with [`AuditSink::capacity`] records), `submit`
+/// refuses at once ([`SubmitError::Full`]) and the review is answered 503.
+///
+/// On a stream (stdout, stderr, memory, any writer) the writer thread owns
+/// the one hash chain shared by every review and writes with a group commit:
+/// it takes every record queued (at most [`MAX_BATCH`]), stamps each (time,
+/// seq, `prev`, the line's SHA-256) in queue order, writes them at once, and
+/// then tells each review its result. A batch that cannot be written is lost
+/// whole: each of its reviews gets a [`Lost`] for its own record. The chain
+/// has moved on past them, so `sidekey audit verify` shows the gap at the
+/// next line. A file target (`file:PATH`, shared with other processes) is
+/// appended to one record at a time, each under the file's lock.
+///
+/// Records still queued when the sink is dropped are written by the writer
+/// thread before it ends, if the process lives that long.
 #[derive(Debug)]
 pub struct AuditSink {
-    target: Target,
+    queue: mpsc::Sender<Job>,
+    capacity: usize,
+    /// Whether records go to a file (queued as events, not text).
+    file: bool,
+    /// The lines of a [`Self::memory`] sink.
+    memory: Option<Arc<Mutex<Vec<u8>>>>,
 }
+
+/// The default number of records that may wait for the writer thread.
+pub const QUEUE: usize = 1024;
+
+/// The most records written at once.
+pub const MAX_BATCH: usize = 256;
 
 /// The largest batch buffer kept for reuse.
 const KEPT_BUFFER: usize = 64 * 1024;
 
-#[derive(Debug)]
-enum Target {
-    Stream(Stream),
-    File(PathBuf),
+/// One record queued for the writer thread, and where its result goes.
+struct Job {
+    record: Queued,
+    ts: SystemTime,
+    done: oneshot::Sender<Result<(), Lost>>,
 }
 
-#[derive(Debug)]
-struct Stream {
-    state: Mutex<State>,
-    /// Signalled when a write is done, if a review waits (a condition
-    /// variable's signal is a system call even when nobody waits).
-    written: Condvar,
-    /// Locked only by the writer of the moment (`State::writing`), so never
-    /// contended; a mutex makes that exclusivity safe to express.
-    out: Mutex<Out>,
+enum Queued {
+    /// Stream targets: the text, stamped by the writer thread.
+    Text(EventText),
+    /// File targets: the event, appended under the file's lock.
+    Event(Box<Event>),
 }
 
-#[derive(Debug)]
-struct State {
-    chain: Chain,
-    pending: Vec<u8>,
-    /// Lines appended so far; a line's number is the count after it.
-    appended: u64,
-    /// Lines whose write is over (written or lost): all up to this number.
-    done: u64,
-    writing: bool,
-    /// Reviews waiting for a write to end.
-    waiting: usize,
-    spare: Vec<u8>,
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 enum Out {
     Stdout(std::io::Stdout),
     Stderr(std::io::Stderr),
-    Memory(Vec<u8>),
+    Memory(Arc<Mutex<Vec<u8>>>),
     Writer(Box<dyn std::io::Write + Send>),
-}
-
-impl fmt::Debug for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Out::Stdout(_) => "Stdout",
-            Out::Stderr(_) => "Stderr",
-            Out::Memory(_) => "Memory",
-            Out::Writer(_) => "Writer",
-        })
-    }
 }
 
 impl Out {
@@ -137,7 +143,7 @@ impl Out {
             Out::Stdout(w) => w.write_all(batch).and_then(|()| w.flush()),
             Out::Stderr(w) => w.write_all(batch).and_then(|()| w.flush()),
             Out::Memory(w) => {
-                w.extend_from_slice(batch);
+                lock(w).extend_from_slice(batch);
                 Ok(())
             }
             Out::Writer(w) => w.write_all(batch).and_then(|()| w.flush()),
@@ -145,19 +151,59 @@ impl Out {
     }
 }
 
-/// Records that could not be written, and why.
+/// A record that could not be written, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{records} audit record(s) not written (seq {first_seq} to {last_seq})")]
 pub struct Lost {
-    /// How many: a failed batch loses the lines of the reviews that waited
-    /// for it too.
+    /// How many: always 1 (each review is told of its own record).
     pub records: u64,
     /// The seq of the first and the last record lost (both 0 when the
-    /// record was refused before it had one).
+    /// record was refused before it had one, or on a file target whose
+    /// chain position was never reached).
     pub first_seq: u64,
     pub last_seq: u64,
     #[source]
     pub error: AuditError,
+}
+
+/// A record that was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue holds `capacity` records not written yet: the output is
+    /// stalled or slower than the reviews.
+    #[error("the audit log is not keeping up: {capacity} records are waiting to be written")]
+    Full { capacity: usize },
+    /// The record cannot be written at all (a reserved field, the writer
+    /// thread gone).
+    #[error(transparent)]
+    Lost(#[from] Lost),
+}
+
+/// A queued record's write, awaited by its review (see [`AuditSink`]).
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<(), Lost>>);
+
+impl Future for Pending {
+    type Output = Result<(), Lost>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(gone())))
+    }
+}
+
+impl Pending {
+    /// Waits for the write, blocking the thread (not on a runtime worker).
+    pub fn wait(self) -> Result<(), Lost> {
+        self.0.blocking_recv().unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+fn gone() -> Lost {
+    Lost::one(AuditError::Write(std::io::Error::other(
+        "the audit writer thread has stopped",
+    )))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,55 +211,107 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AuditSink {
-    /// A sink writing to `target`.
+    /// A sink writing to `target`, with a queue of [`QUEUE`] records.
     pub fn new(target: &AuditTarget) -> AuditSink {
-        let target = match target {
-            AuditTarget::Stdout => Target::Stream(Stream::new(Out::Stdout(std::io::stdout()))),
-            AuditTarget::Stderr => Target::Stream(Stream::new(Out::Stderr(std::io::stderr()))),
-            AuditTarget::File(p) => Target::File(p.clone()),
-        };
-        AuditSink { target }
+        AuditSink::with_capacity(target, QUEUE)
+    }
+
+    /// A sink writing to `target`, refusing records while `capacity` (at
+    /// least 1) wait to be written.
+    pub fn with_capacity(target: &AuditTarget, capacity: usize) -> AuditSink {
+        match target {
+            AuditTarget::Stdout => AuditSink::start(
+                Writer::Stream(Out::Stdout(std::io::stdout())),
+                capacity,
+                None,
+            ),
+            AuditTarget::Stderr => AuditSink::start(
+                Writer::Stream(Out::Stderr(std::io::stderr())),
+                capacity,
+                None,
+            ),
+            AuditTarget::File(p) => AuditSink::start(Writer::File(p.clone()), capacity, None),
+        }
     }
 
     /// A sink that keeps its lines in memory (tests): see [`Self::lines`].
     pub fn memory() -> AuditSink {
-        AuditSink {
-            target: Target::Stream(Stream::new(Out::Memory(Vec::new()))),
-        }
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        AuditSink::start(
+            Writer::Stream(Out::Memory(lines.clone())),
+            QUEUE,
+            Some(lines),
+        )
     }
 
     /// A sink writing to any writer (a pipe, a socket; tests).
-    pub fn writer(out: Box<dyn std::io::Write + Send>) -> AuditSink {
+    pub fn writer(out: Box<dyn std::io::Write + Send>, capacity: usize) -> AuditSink {
+        AuditSink::start(Writer::Stream(Out::Writer(out)), capacity, None)
+    }
+
+    fn start(writer: Writer, capacity: usize, memory: Option<Arc<Mutex<Vec<u8>>>>) -> AuditSink {
+        let capacity = capacity.max(1);
+        let file = matches!(writer, Writer::File(_));
+        let (queue, jobs) = mpsc::channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name("sidekey-audit".to_owned())
+            .spawn(move || writer.run(jobs));
+        if let Err(e) = thread {
+            // The queue's receiver went with the thread: every submit fails
+            // (and is counted) instead of hanging.
+            tracing::error!(error = %e, "cannot start the audit writer thread");
+        }
         AuditSink {
-            target: Target::Stream(Stream::new(Out::Writer(out))),
+            queue,
+            capacity,
+            file,
+            memory,
         }
     }
 
-    /// Writes one record (see the type's documentation) and returns once it
-    /// is written. When this call wrote a batch that failed, the error
-    /// counts every record of that batch; a record written by another
-    /// review's call is that call's to report.
-    pub fn write(&self, event: &Event) -> Result<(), Lost> {
-        match &self.target {
-            Target::Stream(s) => s.write(event),
-            Target::File(path) => append_to_file(path, Component::Injector, event.clone())
-                .map(drop)
-                .map_err(Lost::one),
+    /// How many records may wait to be written before reviews are refused.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues one record without blocking; await the [`Pending`] for its
+    /// write.
+    pub fn submit(&self, event: &Event) -> Result<Pending, SubmitError> {
+        let record = if !self.file {
+            Queued::Text(EventText::new(Component::Injector, event).map_err(Lost::one)?)
+        } else {
+            Queued::Event(Box::new(event.clone()))
+        };
+        let (done, pending) = oneshot::channel();
+        let job = Job {
+            record,
+            ts: SystemTime::now(),
+            done,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(Pending(pending)),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full {
+                capacity: self.capacity,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Lost(gone())),
         }
+    }
+
+    /// Writes one record and returns once it is written, blocking the
+    /// thread (tests; reviews use [`Self::submit`]).
+    pub fn write(&self, event: &Event) -> Result<(), SubmitError> {
+        Ok(self.submit(event)?.wait()?)
     }
 
     /// The lines written so far by a [`Self::memory`] sink; empty for the
     /// others.
     pub fn lines(&self) -> Vec<String> {
-        let Target::Stream(s) = &self.target else {
-            return Vec::new();
-        };
-        match &*lock(&s.out) {
-            Out::Memory(w) => String::from_utf8_lossy(w)
+        match &self.memory {
+            Some(m) => String::from_utf8_lossy(&lock(m))
                 .lines()
                 .map(str::to_owned)
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 }
@@ -229,74 +327,86 @@ impl Lost {
     }
 }
 
-impl Stream {
-    fn new(out: Out) -> Stream {
-        Stream {
-            state: Mutex::new(State {
-                chain: Chain::new(),
-                pending: Vec::new(),
-                appended: 0,
-                done: 0,
-                writing: false,
-                waiting: 0,
-                spare: Vec::new(),
-            }),
-            written: Condvar::new(),
-            out: Mutex::new(out),
-        }
-    }
+/// What the writer thread writes to.
+enum Writer {
+    Stream(Out),
+    File(PathBuf),
+}
 
-    fn write(&self, event: &Event) -> Result<(), Lost> {
-        let text = EventText::new(Component::Injector, event).map_err(Lost::one)?;
-        let mut state = lock(&self.state);
-        let s = &mut *state;
-        s.chain
-            .append(&text, SystemTime::now(), &mut s.pending)
-            .map_err(Lost::one)?;
-        s.appended += 1;
-        let mine = s.appended;
-        loop {
-            if state.done >= mine {
-                // Written by another review's call.
-                return Ok(());
+impl Writer {
+    /// The writer thread: until every sender is gone and the queue is
+    /// empty.
+    fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        match self {
+            Writer::File(path) => {
+                while let Some(job) = jobs.blocking_recv() {
+                    let result = match job.record {
+                        Queued::Event(event) => {
+                            append_to_file_at(&path, Component::Injector, *event, job.ts)
+                                .map(drop)
+                                .map_err(Lost::one)
+                        }
+                        Queued::Text(_) => Err(Lost::one(AuditError::Write(
+                            std::io::Error::other("a stream record sent to a file sink"),
+                        ))),
+                    };
+                    // The review may have stopped waiting (it timed out).
+                    let _ = job.done.send(result);
+                }
             }
-            if !state.writing {
-                break;
+            Writer::Stream(mut out) => {
+                let mut chain = Chain::new();
+                let mut batch = Vec::new();
+                // Each written record's seq and its review.
+                let mut waiting: Vec<(u64, oneshot::Sender<Result<(), Lost>>)> = Vec::new();
+                while let Some(first) = jobs.blocking_recv() {
+                    let mut next = Some(first);
+                    while let Some(job) = next.take() {
+                        let seq = chain.next_seq();
+                        let stamped = match &job.record {
+                            Queued::Text(text) => chain.append(text, job.ts, &mut batch),
+                            Queued::Event(event) => EventText::new(Component::Injector, event)
+                                .and_then(|text| chain.append(&text, job.ts, &mut batch)),
+                        };
+                        match stamped {
+                            Ok(()) => waiting.push((seq, job.done)),
+                            Err(e) => {
+                                let _ = job.done.send(Err(Lost::one(e)));
+                            }
+                        }
+                        if waiting.len() < MAX_BATCH {
+                            next = jobs.try_recv().ok();
+                        }
+                    }
+                    let written = if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        catch_unwind(AssertUnwindSafe(|| out.write_batch(&batch))).unwrap_or_else(
+                            |_| Err(std::io::Error::other("the audit writer panicked")),
+                        )
+                    };
+                    for (seq, done) in waiting.drain(..) {
+                        let result = match &written {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(Lost {
+                                records: 1,
+                                first_seq: seq,
+                                last_seq: seq,
+                                error: AuditError::Write(std::io::Error::new(
+                                    e.kind(),
+                                    e.to_string(),
+                                )),
+                            }),
+                        };
+                        let _ = done.send(result);
+                    }
+                    batch.clear();
+                    if batch.capacity() > KEPT_BUFFER {
+                        batch = Vec::new();
+                    }
+                }
             }
-            state.waiting += 1;
-            state = self
-                .written
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.waiting -= 1;
         }
-        // This call writes every pending line, its own among them.
-        state.writing = true;
-        let spare = std::mem::take(&mut state.spare);
-        let mut batch = std::mem::replace(&mut state.pending, spare);
-        let upto = state.appended;
-        let records = upto - state.done;
-        let last_seq = state.chain.next_seq() - 1;
-        drop(state);
-        let written = catch_unwind(AssertUnwindSafe(|| lock(&self.out).write_batch(&batch)))
-            .unwrap_or_else(|_| Err(std::io::Error::other("the audit writer panicked")));
-        let mut state = lock(&self.state);
-        state.done = upto;
-        state.writing = false;
-        batch.clear();
-        if batch.capacity() <= KEPT_BUFFER {
-            state.spare = batch;
-        }
-        if state.waiting > 0 {
-            self.written.notify_all();
-        }
-        drop(state);
-        written.map_err(|e| Lost {
-            records,
-            first_seq: last_seq + 1 - records,
-            last_seq,
-            error: AuditError::Write(e),
-        })
     }
 }
 
@@ -368,7 +478,7 @@ mod tests {
             largest: Default::default(),
             bytes: Default::default(),
         };
-        let sink = std::sync::Arc::new(AuditSink::writer(Box::new(out.clone())));
+        let sink = Arc::new(AuditSink::writer(Box::new(out.clone()), QUEUE));
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();
@@ -393,18 +503,98 @@ mod tests {
         let bytes = out.bytes.lock().unwrap().clone();
         let summary = sidekey_audit::verify(&bytes[..]).unwrap();
         assert_eq!(summary.records, 200);
-        // While one write sleeps, the lines of the reviews waiting for it
-        // go out together in the next one.
+        // While one write sleeps, the lines queued meanwhile go out
+        // together in the next one.
         let writes = out.writes.load(std::sync::atomic::Ordering::SeqCst);
         assert!(writes < 200, "{writes} writes for 200 records");
         let largest = out.largest.load(std::sync::atomic::Ordering::SeqCst);
         assert!(largest > bytes.len() / 200, "no batch held two lines");
-        let Target::Stream(s) = &sink.target else {
-            unreachable!()
+    }
+
+    /// A writer whose writes wait until the test lets them go.
+    struct Gate {
+        open: std::sync::mpsc::Receiver<()>,
+        bytes: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl std::io::Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.open.recv().map_err(std::io::Error::other)?;
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_fills_the_queue_and_submit_refuses_without_blocking() {
+        let (open, gate) = std::sync::mpsc::channel();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = AuditSink::writer(
+            Box::new(Gate {
+                open: gate,
+                bytes: bytes.clone(),
+            }),
+            3,
+        );
+        // The writer thread takes the first records and stalls in its
+        // write; then the queue fills with 3 more; the next is refused at
+        // once (this thread never blocks: a hang here fails the test by
+        // its harness timeout, and nothing else can make submit return).
+        let mut pending = Vec::new();
+        let refused = loop {
+            match sink.submit(&Event::new("review")) {
+                Ok(p) => pending.push(p),
+                Err(e) => break e,
+            }
+            assert!(pending.len() <= 3 + MAX_BATCH, "never refused");
         };
-        let state = lock(&s.state);
-        assert!(!state.writing && state.pending.is_empty() && state.waiting == 0);
-        assert_eq!((state.appended, state.done), (200, 200));
+        let SubmitError::Full { capacity } = refused else {
+            panic!("{refused}");
+        };
+        assert_eq!(capacity, 3);
+        assert_eq!(
+            refused.to_string(),
+            "the audit log is not keeping up: 3 records are waiting to be written"
+        );
+        // The output drains: every queued record is written, in one chain.
+        assert!(pending.len() >= 3, "{}", pending.len());
+        // The output closes for good: every queued record is reported
+        // lost, none hangs...
+        drop(open);
+        for p in pending {
+            assert!(matches!(p.wait(), Err(Lost { records: 1, .. })));
+        }
+
+        // ...and with a writer that lets everything through, the records
+        // queued behind a stall are all written and chained.
+        let (open, gate) = std::sync::mpsc::channel();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = AuditSink::writer(
+            Box::new(Gate {
+                open: gate,
+                bytes: bytes.clone(),
+            }),
+            3,
+        );
+        let mut pending = Vec::new();
+        while let Ok(p) = sink.submit(&Event::new("review")) {
+            pending.push(p);
+        }
+        for _ in 0..pending.len() {
+            open.send(()).unwrap();
+        }
+        let n = pending.len();
+        for p in pending {
+            p.wait().unwrap();
+        }
+        let text = bytes.lock().unwrap().clone();
+        assert_eq!(sidekey_audit::verify(&text[..]).unwrap().records, n as u64);
+        // Room again.
+        open.send(()).unwrap();
+        sink.write(&Event::new("review")).unwrap();
     }
 
     struct Broken;
@@ -418,21 +608,28 @@ mod tests {
         }
     }
 
+    fn lost(e: SubmitError) -> Lost {
+        match e {
+            SubmitError::Lost(l) => l,
+            SubmitError::Full { .. } => panic!("{e}"),
+        }
+    }
+
     #[test]
     fn a_failed_write_is_reported_with_its_records() {
-        let sink = AuditSink::writer(Box::new(Broken));
-        let e = sink.write(&Event::new("review")).unwrap_err();
+        let sink = AuditSink::writer(Box::new(Broken), QUEUE);
+        let e = lost(sink.write(&Event::new("review")).unwrap_err());
         assert_eq!((e.records, e.first_seq, e.last_seq), (1, 1, 1));
         assert!(matches!(e.error, AuditError::Write(_)));
         assert_eq!(e.to_string(), "1 audit record(s) not written (seq 1 to 1)");
         // The sink stays usable: the next record is tried again, and the
         // chain has moved past the lost one.
-        let e = sink.write(&Event::new("review")).unwrap_err();
+        let e = lost(sink.write(&Event::new("review")).unwrap_err());
         assert_eq!((e.records, e.first_seq, e.last_seq), (1, 2, 2));
 
         let mut bad = Event::new("review");
         bad.extra.insert("seq".to_owned(), 1.into());
-        let e = AuditSink::memory().write(&bad).unwrap_err();
+        let e = lost(AuditSink::memory().write(&bad).unwrap_err());
         assert!(matches!(e.error, AuditError::ReservedField(_)));
         assert_eq!((e.records, e.first_seq, e.last_seq), (1, 0, 0));
     }

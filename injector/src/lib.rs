@@ -32,7 +32,7 @@ pub mod service;
 pub mod tls;
 
 pub use args::{Args, Settings, SettingsError};
-pub use audit::{AuditSink, AuditTarget, Lost};
+pub use audit::{AuditSink, AuditTarget, Lost, Pending, SubmitError};
 pub use metrics::{Metrics, ReviewOutcome};
 pub use review::{review, Reviewed};
 pub use server::{run, serve, ServeError, ServeLimits};

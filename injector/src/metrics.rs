@@ -10,7 +10,10 @@
 //!   [`MAX_NAMESPACES`] label values each, then `namespace="_other"`
 //!   (short-lived namespaces would otherwise grow the series forever).
 //! - `sidekey_injector_certificate_reloads_total{result}` and
-//!   `sidekey_injector_audit_failures_total`.
+//!   `sidekey_injector_audit_failures_total`;
+//!   `sidekey_injector_audit_queue_full_total` and
+//!   `sidekey_injector_audit_timeouts_total` (503: the audit output is
+//!   stalled).
 //! - What protects the process from its callers:
 //!   `sidekey_injector_connections_open` (gauge),
 //!   `sidekey_injector_connections_refused_total` (over `--max-connections`),
@@ -138,6 +141,8 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     audit_failures: AtomicU64,
+    audit_queue_full: AtomicU64,
+    audit_timeouts: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
     connections_evicted: AtomicU64,
@@ -173,6 +178,17 @@ impl Metrics {
     /// Counts audit records that could not be written.
     pub fn audit_failures(&self, records: u64) {
         self.audit_failures.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Counts a review answered 503: the audit queue was full.
+    pub fn audit_queue_full(&self) {
+        self.audit_queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a review answered 503: its audit record was not written
+    /// within the request timeout.
+    pub fn audit_timed_out(&self) {
+        self.audit_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection was accepted (`true`) or has ended (`false`).
@@ -367,6 +383,18 @@ impl Metrics {
                 "gauge",
                 "Connections open now (TLS handshakes included).",
                 load(&self.connections_open),
+            ),
+            (
+                "sidekey_injector_audit_queue_full_total",
+                "counter",
+                "Reviews answered 503 at once: the audit queue was full (the audit output is stalled or slow).",
+                load(&self.audit_queue_full),
+            ),
+            (
+                "sidekey_injector_audit_timeouts_total",
+                "counter",
+                "Reviews answered 503: their audit record was not written within the request timeout.",
+                load(&self.audit_timeouts),
             ),
             (
                 "sidekey_injector_connections_refused_total",

@@ -144,7 +144,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     }
     let injector = Injector::new(
         settings.config,
-        AuditSink::new(&settings.audit),
+        AuditSink::with_capacity(&settings.audit, settings.audit_queue),
         Some(certs.clone()),
         Limits {
             request_timeout: settings.read_timeout,

@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /mutate` | the review ([`crate::review`]); 413 beyond [`BODY_LIMIT`], 408 past the request timeout |
+//! | `POST /mutate` | the review ([`crate::review`]); 413 beyond [`BODY_LIMIT`], 408 past the request timeout; 503 when its audit record cannot be queued or written within the request timeout ([`crate::audit`]) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once a certificate is loaded, 503 before |
 //! | `GET /metrics` | Prometheus text |
@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use sidekey_patch::Config;
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditSink, Lost, SubmitError};
 use crate::metrics::{Metrics, ReviewOutcome};
 use crate::review::review;
 use crate::tls::CertStore;
@@ -177,52 +177,65 @@ impl Injector {
                 started,
             );
         }
-        let work = async {
+        let read = async {
             let body = match Limited::new(req.into_body(), limits.body).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                    return self.refuse(
+                    return Err(self.refuse(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         too_large(limits.body),
                         started,
-                    );
+                    ));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot read a review body");
-                    return self.refuse(
+                    return Err(self.refuse(
                         StatusCode::BAD_REQUEST,
                         "cannot read the body\n".to_owned(),
                         started,
-                    );
+                    ));
                 }
             };
             tracing::trace!(bytes = body.len(), "review received");
             if let Some(delay) = limits.test_delay {
                 tokio::time::sleep(delay).await;
             }
-            self.answer(&body, started)
+            Ok(body)
         };
         // A review usually arrives whole with its headers (one HTTP/2 DATA
-        // frame), so it is answered at the first poll, without arming a
-        // timer; otherwise the deadline counts from the headers.
-        let mut work = std::pin::pin!(work);
-        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-        if let Poll::Ready(r) = first {
-            return r;
-        }
+        // frame), so it is read at the first poll, without arming a timer;
+        // otherwise the deadline counts from the headers.
         let deadline = tokio::time::Instant::from_std(started + limits.request_timeout);
-        match tokio::time::timeout_at(deadline, work).await {
-            Ok(r) => r,
-            Err(_) => self.refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request took too long\n".to_owned(),
-                started,
-            ),
+        let mut read = std::pin::pin!(read);
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let body = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => match tokio::time::timeout_at(deadline, read).await {
+                Ok(r) => r,
+                Err(_) => Err(self.refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request took too long\n".to_owned(),
+                    started,
+                )),
+            },
+        };
+        match body {
+            Ok(body) => self.answer(body, started, deadline).await,
+            Err(refused) => refused,
         }
     }
 
-    fn answer(&self, body: &[u8], started: Instant) -> HttpResponse {
-        let reviewed = review(body, &self.inner.config);
+    /// Reviews `body`, and answers once its audit record is written (or
+    /// has failed); 503 when the record cannot be queued or is not written
+    /// by `deadline` (the audit output is stalled).
+    async fn answer(
+        &self,
+        body: Bytes,
+        started: Instant,
+        deadline: tokio::time::Instant,
+    ) -> HttpResponse {
+        let reviewed = review(&body, &self.inner.config);
+        drop(body);
         let took = started.elapsed();
         let r = &reviewed;
         let uid = r.uid().unwrap_or("-");
@@ -280,21 +293,35 @@ impl Injector {
         let mut reviewed = reviewed;
         if let Some(event) = &mut reviewed.event {
             event.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-            if let Err(e) = self.inner.audit.write(event) {
-                self.inner.metrics.audit_failures(e.records);
-                let uid = reviewed.uid().unwrap_or("-");
-                let cause = std::error::Error::source(&e.error)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                tracing::error!(
-                    uid,
-                    records = e.records,
-                    first_seq = e.first_seq,
-                    last_seq = e.last_seq,
-                    error = %e.error,
-                    cause,
-                    "cannot write audit records"
-                );
+            let submitted = self.inner.audit.submit(event);
+            let uid = reviewed.uid().unwrap_or("-");
+            match submitted {
+                Ok(mut pending) => match tokio::time::timeout_at(deadline, &mut pending).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(lost)) => self.audit_lost(uid, &lost),
+                    Err(_) => {
+                        // The record stays queued and is written when the
+                        // output drains; a failure then is still counted.
+                        let this = self.clone();
+                        let owned = uid.to_owned();
+                        tokio::spawn(async move {
+                            if let Err(lost) = pending.await {
+                                this.audit_lost(&owned, &lost);
+                            }
+                        });
+                        self.inner.metrics.audit_timed_out();
+                        return self.audit_stalled(
+                            uid,
+                            "the review's audit record was not written within the request timeout (the audit output is stalled)".to_owned(),
+                            started,
+                        );
+                    }
+                },
+                Err(SubmitError::Lost(lost)) => self.audit_lost(uid, &lost),
+                Err(full @ SubmitError::Full { .. }) => {
+                    self.inner.metrics.audit_queue_full();
+                    return self.audit_stalled(uid, full.to_string(), started);
+                }
             }
         }
         self.inner
@@ -309,6 +336,41 @@ impl Injector {
         *r.status_mut() = reviewed.status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    }
+
+    /// Logs and counts an audit record that could not be written (the
+    /// review is answered anyway).
+    fn audit_lost(&self, uid: &str, e: &Lost) {
+        self.inner.metrics.audit_failures(e.records);
+        let cause = std::error::Error::source(&e.error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::error!(
+            uid,
+            records = e.records,
+            first_seq = e.first_seq,
+            last_seq = e.last_seq,
+            error = %e.error,
+            cause,
+            "cannot write audit records"
+        );
+    }
+
+    /// A review refused because its audit record cannot be written now:
+    /// 503, so that the API server applies the webhook's failure policy
+    /// and retries later.
+    fn audit_stalled(&self, uid: &str, why: String, started: Instant) -> HttpResponse {
+        tracing::error!(uid, reason = %why, "review refused: the audit log is stalled");
+        self.inner
+            .metrics
+            .review(ReviewOutcome::Error, None, started.elapsed());
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{why}; try again\n"),
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         r
     }
 
