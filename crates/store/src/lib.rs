@@ -25,7 +25,11 @@
 //! It reads the service's parameters (their versions, and the data key to
 //! reuse), seals each value for the version it will become (current + 1)
 //! and writes it; when SSM answers another version (a concurrent writer),
-//! it seals for the next one and writes again, a few times at most. The
+//! it seals for the next one and writes again, a few times at most. A
+//! PutParameter whose answer is lost (a timeout, a dropped connection, a
+//! 5xx) is not simply sent again: the parameter is read first, and if it
+//! holds the envelope sent (unique: a fresh nonce each), that version is
+//! the write's ([`Retry::run_checked`]). The
 //! data key reused is the one of the service's newest authenticated `sk2.`
 //! envelope: one that opens and matches its own parameter's version and
 //! time (never an `sk1.`, a plain or a mismatched value), so a replayed

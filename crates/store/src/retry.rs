@@ -4,6 +4,12 @@
 //! transient failures (throttling, 5xx, timeouts, connection errors) are
 //! retried until the deadline; permanent ones (not found, access denied,
 //! validation) fail at once.
+//!
+//! A write that is not idempotent (PutParameter makes a new version each
+//! time) uses [`Retry::run_checked`]: before it is sent again, a check asks
+//! whether the failed attempt took effect after all (its answer was lost:
+//! a timeout, a dropped connection, a 5xx after the write), so that a lost
+//! answer does not make a second version.
 
 use std::future::Future;
 use std::time::Duration;
@@ -69,12 +75,35 @@ impl Retry {
         &self,
         operation: &'static str,
         target: &str,
-        mut call: F,
+        call: F,
     ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.run_checked(operation, target, call, || std::future::ready(Ok(None)))
+            .await
+    }
+
+    /// [`Self::run`] for a call that must not take effect twice: after a
+    /// transient failure, before `call` is sent again, `landed` tells
+    /// whether the failed attempt took effect after all; `Some(value)` is
+    /// then the result, and `call` is not sent again. An error from
+    /// `landed` ends the loop with it.
+    pub async fn run_checked<T, E, F, Fut, L, LFut>(
+        &self,
+        operation: &'static str,
+        target: &str,
+        mut call: F,
+        mut landed: L,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        L: FnMut() -> LFut,
+        LFut: Future<Output = Result<Option<T>, StoreError>>,
     {
         let mut attempt: u32 = 0;
         loop {
@@ -87,6 +116,7 @@ impl Retry {
                     code: "Timeout".to_owned(),
                     message: "no answer before the deadline".to_owned(),
                     transient: true,
+                    uncertain: true,
                 },
             };
             let wait = self.backoff(attempt);
@@ -104,6 +134,14 @@ impl Retry {
             }
             tracing::debug!(operation, target, attempt, code = %failure.code, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
+            if !failure.uncertain {
+                continue;
+            }
+            if let Some(value) = landed().await? {
+                tracing::info!(operation, target, attempt, code = %failure.code,
+                    "the failed attempt took effect after all (its answer was lost): not sent again");
+                return Ok(value);
+            }
         }
     }
 
@@ -122,6 +160,10 @@ struct Failure {
     code: String,
     message: String,
     transient: bool,
+    /// The call may have taken effect: no answer came (a timeout, a lost
+    /// connection) or a 5xx did. A 4xx answer (throttling among them) means
+    /// the service refused the request before acting on it.
+    uncertain: bool,
 }
 
 /// Sorts an SDK error into transient or permanent, keeping its code.
@@ -143,32 +185,38 @@ where
                 message: inner.message().unwrap_or("no message").to_owned(),
                 code,
                 transient,
+                uncertain: status >= 500,
             }
         }
         SdkError::TimeoutError(_) => Failure {
             code: "Timeout".to_owned(),
             message: "the request timed out".to_owned(),
             transient: true,
+            uncertain: true,
         },
         SdkError::DispatchFailure(dispatch) => Failure {
             code: "ConnectionError".to_owned(),
             message: error_chain(err, dispatch.is_io()),
             transient: true,
+            uncertain: true,
         },
         SdkError::ResponseError(_) => Failure {
             code: "ResponseError".to_owned(),
             message: error_chain(err, false),
             transient: true,
+            uncertain: true,
         },
         SdkError::ConstructionFailure(_) => Failure {
             code: "ConstructionFailure".to_owned(),
             message: error_chain(err, false),
             transient: false,
+            uncertain: false,
         },
         _ => Failure {
             code: "Unknown".to_owned(),
             message: error_chain(err, false),
             transient: false,
+            uncertain: false,
         },
     }
 }

@@ -31,24 +31,49 @@ impl SsmParams {
                 req.name
             ))
         })?;
-        let out = retry
-            .run("PutParameter", req.name, || {
-                let mut call = self
-                    .client
-                    .put_parameter()
-                    .name(req.name)
-                    .value(value)
-                    .r#type(sdk_type(req.param_type))
-                    .tier(ParameterTier::IntelligentTiering)
-                    .overwrite(req.overwrite);
-                if let Some(key) = req.kms_key {
-                    call = call.key_id(key);
-                }
-                call.send()
-            })
+        // A lost answer (a timeout, a dropped connection, a 5xx after the
+        // write) must not make a second version: before sending again, the
+        // current version is compared with what was sent.
+        let version = retry
+            .run_checked(
+                "PutParameter",
+                req.name,
+                || {
+                    let mut call = self
+                        .client
+                        .put_parameter()
+                        .name(req.name)
+                        .value(value)
+                        .r#type(sdk_type(req.param_type))
+                        .tier(ParameterTier::IntelligentTiering)
+                        .overwrite(req.overwrite);
+                    if let Some(key) = req.kms_key {
+                        call = call.key_id(key);
+                    }
+                    async move { call.send().await.map(|out| out.version().max(0) as u64) }
+                },
+                || self.landed(req, retry),
+            )
             .await
             .map_err(|e| scrub(e, req.value))?;
-        Ok(out.version().max(0) as u64)
+        Ok(version)
+    }
+
+    /// Whether `req` is what the parameter holds now: its version if so.
+    ///
+    /// For an envelope this proves that the write landed: every envelope is
+    /// sealed with a fresh random nonce for the version it will become, so
+    /// no other write stores the same text. A native value equal to the
+    /// current one (written before, by anyone) counts as landed too: the
+    /// parameter holds what was asked, and no second version is made.
+    async fn landed(&self, req: &PutRequest<'_>, retry: Retry) -> Result<Option<u64>> {
+        match self.get_one(req.name, retry).await {
+            Ok(current) => Ok((current.param_type == req.param_type
+                && current.value.expose() == req.value)
+                .then_some(current.version)),
+            Err(e) if e.aws_code() == Some("ParameterNotFound") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) async fn label(

@@ -36,6 +36,9 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without answering.
     Drop,
+    /// Forward (the call takes effect upstream), then close the connection
+    /// without answering: a lost answer.
+    DropAnswer,
     /// Answer `status` with `{"__type":type_name,"message":message}`, e.g.
     /// 400 `AccessDeniedException`.
     Error {
@@ -326,6 +329,10 @@ async fn handle(
         }) => return Ok(json_error(status, &type_name, &message)),
         // Returning an error makes hyper close the connection without writing a response.
         Some(Fault::Drop) => return Err(std::io::Error::other("injected connection drop")),
+        Some(Fault::DropAnswer) => {
+            drop(forward(parts, body, &ctx).await);
+            return Err(std::io::Error::other("injected lost answer"));
+        }
     }
     Ok(forward(parts, body, &ctx).await)
 }
