@@ -121,21 +121,32 @@ impl<'de: 'a, 'a> Deserialize<'de> for PodView<'a> {
                 let mut metadata: Option<MetaView<'de>> = None;
                 let mut spec = None;
                 let mut early_spec: Option<&'de RawValue> = None;
+                let mut seen_spec = false;
                 while let Some(key) = map.next_key::<Text<'de>>()? {
                     match key.as_str() {
-                        "metadata" if metadata.is_none() => {
+                        // Go's decoder (the API server, the kubelet) takes
+                        // the last of a key given twice; this view would
+                        // read the first: a pod with one is refused.
+                        "metadata" if metadata.is_some() => {
+                            return Err(M::Error::duplicate_field("metadata"))
+                        }
+                        "spec" if seen_spec => return Err(M::Error::duplicate_field("spec")),
+                        "metadata" => {
                             metadata = Some(
                                 map.next_value::<Option<MetaView<'de>>>()?
                                     .unwrap_or_default(),
                             );
                         }
-                        "spec" => match &metadata {
-                            Some(m) if m.is_planned() => spec = map.next_value()?,
-                            Some(_) => {
-                                map.next_value::<IgnoredAny>()?;
+                        "spec" => {
+                            seen_spec = true;
+                            match &metadata {
+                                Some(m) if m.is_planned() => spec = map.next_value()?,
+                                Some(_) => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                                None => early_spec = map.next_value()?,
                             }
-                            None => early_spec = map.next_value()?,
-                        },
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -168,7 +179,7 @@ pub struct MetaView<'a> {
     #[serde(borrow, default)]
     pub namespace: Option<Text<'a>>,
     /// `metadata.annotations`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "unique_annotations")]
     pub annotations: Option<AnnotationMap<'a>>,
 }
 
@@ -202,7 +213,7 @@ pub struct SpecView<'a> {
     #[serde(borrow, default)]
     pub os: Option<OsView<'a>>,
     /// `spec.nodeSelector`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "unique_node_selector")]
     pub node_selector: Option<BTreeMap<Text<'a>, Text<'a>>>,
 }
 
@@ -314,6 +325,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for VolumeView<'a> {
                 let mut name = None;
                 let mut v = VolumeView::default();
                 while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if v.others.contains(&key)
+                        || (key.as_str() == "name" && name.is_some())
+                        || (key.as_str() == "emptyDir" && v.empty_dir.is_some())
+                    {
+                        return Err(M::Error::custom(format_args!(
+                            "duplicate field `{}`",
+                            if matches!(key.as_str(), "name" | "emptyDir") {
+                                key.as_str()
+                            } else {
+                                "volume source"
+                            }
+                        )));
+                    }
                     match key.as_str() {
                         "name" => name = Some(map.next_value::<Text<'de>>()?),
                         "emptyDir" => v.empty_dir = map.next_value()?,
@@ -544,6 +568,56 @@ pub struct PodSecurityView {
     pub fs_group: Option<i64>,
 }
 
+fn unique_annotations<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<AnnotationMap<'a>>, D::Error> {
+    unique_map(d, "annotations")
+}
+
+fn unique_node_selector<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<AnnotationMap<'a>>, D::Error> {
+    unique_map(d, "nodeSelector")
+}
+
+/// A string map (null: `None`) that has no key twice: Go's decoder keeps
+/// the last value of a repeated key, a `BTreeMap` too, but a map with one
+/// is refused rather than read either way. The key is not quoted.
+fn unique_map<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+) -> Result<Option<AnnotationMap<'a>>, D::Error> {
+    struct MapVisitor(&'static str);
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = Option<AnnotationMap<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                if out.insert(k, v).is_some() {
+                    return Err(M::Error::custom(format_args!(
+                        "duplicate key in `{}`",
+                        self.0
+                    )));
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(MapVisitor(what))
+}
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -600,18 +674,28 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
         Category::Io => "cannot read the input".to_owned(),
         Category::Data => {
             let message = e.to_string();
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-                .filter(|name| {
-                    name.len() <= 64
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                });
-            match missing {
-                Some(name) => format!("missing field `{name}` at {at}"),
-                None => format!("a field has the wrong type or value at {at}"),
+            // The names quoted are the schema's (serde's messages about
+            // fields), never input: checked to be a plain identifier.
+            let named = |prefix: &str| {
+                message
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.split('`').next())
+                    .filter(|name| {
+                        name.len() <= 64
+                            && name.chars().all(|c| {
+                                c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ' '
+                            })
+                    })
+                    .map(str::to_owned)
+            };
+            if let Some(name) = named("missing field `") {
+                format!("missing field `{name}` at {at}")
+            } else if let Some(name) = named("duplicate field `") {
+                format!("duplicate field `{name}` at {at}: a key may appear once")
+            } else if let Some(name) = named("duplicate key in `") {
+                format!("a key appears twice in `{name}` at {at}: a key may appear once")
+            } else {
+                format!("a field has the wrong type or value at {at}")
             }
         }
     }
