@@ -164,7 +164,8 @@ impl Ctx {
                 let value = read_value(&source)?;
                 let name = sidekey_model::ParamPath::new(self.store.prefix(), &env, &service, &key)
                     .to_string();
-                match self.store.params().get(&name, None, self.store.retry()).await {
+                // Metadata only: the current value is not read.
+                match self.store.params().info(&name, self.store.retry()).await {
                     Ok(_) => {}
                     Err(StoreError::NotFound { .. }) => {
                         return Err(Failure::failed(format!(
@@ -809,21 +810,60 @@ fn read_value(source: &ValueSource) -> Result<Secret, Failure> {
         return generate(n);
     }
     if let Some(path) = &source.from_file {
-        return std::fs::read(path)
-            .map(Secret::new)
+        return std::fs::File::open(path)
+            .and_then(read_all)
+            .map(|mut bytes| Secret::new(std::mem::take(&mut *bytes)))
             .map_err(|e| Failure::failed(format!("cannot read {}: {e}", path.display())));
     }
-    let mut stdin = std::io::stdin().lock();
+    let stdin = std::io::stdin().lock();
     if stdin.is_terminal() {
         return Err(Failure::usage(
             "no value given: pipe it on standard input, or use --from-file FILE or --generate N (values are never read from a terminal, where they would echo)",
         ));
     }
-    let mut buf = Vec::new();
-    stdin
-        .read_to_end(&mut buf)
+    // Read through a duplicate of the descriptor, unbuffered: standard
+    // input's own buffer would keep a copy of the value.
+    drop(stdin);
+    let mut buf = raw_stdin()
+        .and_then(read_all)
         .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?;
-    Ok(Secret::new(buf))
+    Ok(Secret::new(std::mem::take(&mut *buf)))
+}
+
+/// Standard input as an unbuffered file (a duplicate of descriptor 0).
+fn raw_stdin() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    Ok(std::fs::File::from(
+        std::io::stdin().as_fd().try_clone_to_owned()?,
+    ))
+}
+
+/// Reads all of `r` (a secret value, a dotenv file) leaving no copy
+/// behind: the buffer grows by moving into one twice its size and
+/// zeroizing the old one, where `read_to_end` would hand the old one back
+/// to the allocator as it is.
+fn read_all(mut r: impl Read) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use zeroize::Zeroizing;
+    let mut buf = Zeroizing::new(Vec::with_capacity(8 * 1024));
+    let mut chunk = Zeroizing::new([0u8; 8 * 1024]);
+    loop {
+        let n = match r.read(&mut chunk[..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() + n > buf.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(
+                (buf.len() + n).max(buf.capacity().saturating_mul(2)),
+            ));
+            bigger.extend_from_slice(&buf);
+            // The old buffer is zeroized as it drops.
+            buf = bigger;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(buf)
 }
 
 /// N characters from A-Z, a-z, 0-9, uniformly (rejection sampling over
@@ -853,23 +893,27 @@ fn zeroize_bytes(b: &mut [u8]) {
     b.zeroize();
 }
 
-fn read_text_input(file: &Path) -> Result<String, Failure> {
-    let bytes = if file.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?;
-        buf
+/// A dotenv file's text (its values are secrets: zeroized when dropped).
+fn read_text_input(file: &Path) -> Result<zeroize::Zeroizing<String>, Failure> {
+    let mut bytes = if file.as_os_str() == "-" {
+        raw_stdin()
+            .and_then(read_all)
+            .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?
     } else {
-        std::fs::read(file)
+        std::fs::File::open(file)
+            .and_then(read_all)
             .map_err(|e| Failure::failed(format!("cannot read {}: {e}", file.display())))?
     };
-    String::from_utf8(bytes).map_err(|_| {
-        Failure::usage(format!(
-            "{}: a dotenv file must be UTF-8 text",
-            file.display()
-        ))
-    })
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(zeroize::Zeroizing::new(text)),
+        Err(e) => {
+            drop(zeroize::Zeroizing::new(e.into_bytes()));
+            Err(Failure::usage(format!(
+                "{}: a dotenv file must be UTF-8 text",
+                file.display()
+            )))
+        }
+    }
 }
 
 fn format_time(t: SystemTime) -> String {

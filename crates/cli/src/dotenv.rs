@@ -10,6 +10,7 @@
 
 use sidekey_envelope::Secret;
 use sidekey_model::Key;
+use zeroize::Zeroizing;
 
 /// A dotenv parse error: names the line and the rule, never the value.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,10 @@ pub struct DotenvError {
 /// given twice is an error.
 pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
     let mut out: Vec<(Key, Secret)> = Vec::new();
-    let chars: Vec<char> = text.chars().collect();
+    // Sized once (a char per byte at most) so that it never grows and
+    // leaves a copy; the values in it are zeroized with it.
+    let mut chars = Zeroizing::new(Vec::with_capacity(text.len()));
+    chars.extend(text.chars());
     let mut i = 0;
     let mut line = 1;
     let err = |line: usize, rule: &str| DotenvError {
@@ -68,7 +72,7 @@ pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
             line: start_line,
             rule: e.to_string(),
         })?;
-        let mut value = String::new();
+        let mut value = Zeroizing::new(String::new());
         match chars.get(i) {
             Some('"') => {
                 i += 1;
@@ -95,14 +99,14 @@ pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
                                 }
                                 None => return Err(err(start_line, "unterminated double-quoted value")),
                             };
-                            value.push(escaped);
+                            push(&mut value, escaped);
                             i += 2;
                         }
                         Some(&c) => {
                             if c == '\n' {
                                 line += 1;
                             }
-                            value.push(c);
+                            push(&mut value, c);
                             i += 1;
                         }
                     }
@@ -122,7 +126,7 @@ pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
                             if c == '\n' {
                                 line += 1;
                             }
-                            value.push(c);
+                            push(&mut value, c);
                             i += 1;
                         }
                     }
@@ -137,18 +141,32 @@ pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
                         }
                         break;
                     }
-                    value.push(chars[i]);
+                    push(&mut value, chars[i]);
                     i += 1;
                 }
-                value = value.trim().to_owned();
+                value = Zeroizing::new(value.trim().to_owned());
             }
         }
         if out.iter().any(|(k, _)| k == &key) {
             return Err(err(start_line, &format!("{key} is given twice")));
         }
-        out.push((key, Secret::from(value)));
+        out.push((key, Secret::from(std::mem::take(&mut *value))));
     }
     Ok(out)
+}
+
+/// Appends `c` to a value; when it must grow, it moves into a buffer twice
+/// its size and the old one is zeroized (`String::push` would leave it to
+/// the allocator as it is).
+fn push(value: &mut Zeroizing<String>, c: char) {
+    if value.len() + c.len_utf8() > value.capacity() {
+        let mut bigger = Zeroizing::new(String::with_capacity(
+            (value.capacity() * 2).max(32).max(value.len() + 4),
+        ));
+        bigger.push_str(value);
+        *value = bigger;
+    }
+    value.push(c);
 }
 
 /// After a quoted value: only spaces and an optional comment on the line.

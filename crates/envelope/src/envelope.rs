@@ -390,7 +390,7 @@ pub fn seal(
 ) -> Result<Envelope, EnvelopeError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| EnvelopeError::Random)?;
-    seal_with_nonce(key, key_id, wrapped_key, binding, plaintext, nonce)
+    seal_inner(key, key_id, wrapped_key, binding, None, plaintext, nonce)
 }
 
 /// Seals `plaintext` as an `sk2.` value bound to `bound` (the parameter
@@ -419,9 +419,11 @@ pub fn seal_bound(
     )
 }
 
-/// [`seal_bound`] with a caller-chosen nonce, for known-answer tests only.
-#[doc(hidden)]
-pub fn seal_bound_with_nonce(
+/// [`seal_bound`] with a caller-chosen nonce, for known-answer tests only
+/// (not part of the crate's interface: a caller-chosen nonce is how nonces
+/// get reused).
+#[cfg(test)]
+pub(crate) fn seal_bound_with_nonce(
     key: &DataKey,
     key_id: &str,
     wrapped_key: &[u8],
@@ -442,9 +444,10 @@ pub fn seal_bound_with_nonce(
 }
 
 /// [`seal`] with a caller-chosen nonce, for known-answer tests only. Reusing
-/// a nonce under one data key destroys confidentiality and integrity.
-#[doc(hidden)]
-pub fn seal_with_nonce(
+/// a nonce under one data key destroys confidentiality and integrity, so
+/// this is not part of the crate's interface.
+#[cfg(test)]
+pub(crate) fn seal_with_nonce(
     key: &DataKey,
     key_id: &str,
     wrapped_key: &[u8],

@@ -113,10 +113,11 @@ mod local;
 mod secret;
 
 pub use envelope::{
-    is_envelope, open, seal, seal_bound, seal_bound_with_nonce, seal_with_nonce, Binding, Bound,
-    Envelope, BOUND_LEN, CONTEXT_ENVIRONMENT, CONTEXT_SERVICE, NONCE_LEN, PREFIX, PREFIX_SK2,
-    TAG_LEN, VERSION, VERSION_SK2,
+    is_envelope, open, seal, seal_bound, Binding, Bound, Envelope, BOUND_LEN, CONTEXT_ENVIRONMENT,
+    CONTEXT_SERVICE, NONCE_LEN, PREFIX, PREFIX_SK2, TAG_LEN, VERSION, VERSION_SK2,
 };
+#[cfg(test)]
+pub(crate) use envelope::{seal_bound_with_nonce, seal_with_nonce};
 pub use error::EnvelopeError;
 pub use keys::{DataKey, DATA_KEY_LEN};
 pub use local::{LocalMasterKey, LOCAL_KEY_FILE_HEADER, LOCAL_KEY_ID_PREFIX, LOCAL_WRAPPED_LEN};

@@ -5,6 +5,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
 use sidekey_envelope::{DataKey, LocalMasterKey};
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StoreError};
 use crate::retry::Retry;
@@ -44,7 +45,7 @@ impl Keys {
     ) -> Result<NewDataKey> {
         match self {
             Keys::Kms { client, key } => {
-                let out = retry
+                let mut out = retry
                     .run("kms:GenerateDataKey", target, || {
                         client
                             .generate_data_key()
@@ -54,13 +55,10 @@ impl Keys {
                             .send()
                     })
                     .await?;
-                let plaintext = out.plaintext().ok_or_else(|| missing("Plaintext"))?;
+                let data_key = data_key(out.plaintext.take())?;
                 let wrapped = out
                     .ciphertext_blob()
                     .ok_or_else(|| missing("CiphertextBlob"))?;
-                let data_key = DataKey::from_slice(plaintext.as_ref()).map_err(|e| {
-                    StoreError::Invalid(format!("KMS returned an unusable data key: {e}"))
-                })?;
                 Ok(NewDataKey {
                     key: data_key,
                     wrapped: wrapped.as_ref().to_vec(),
@@ -97,7 +95,7 @@ impl Keys {
     ) -> Result<DataKey> {
         match self {
             Keys::Kms { client, key } => {
-                let out = retry
+                let mut out = retry
                     .run("kms:Decrypt", target, || {
                         client
                             .decrypt()
@@ -126,10 +124,7 @@ impl Keys {
                         },
                         _ => e,
                     })?;
-                let plaintext = out.plaintext().ok_or_else(|| missing("Plaintext"))?;
-                DataKey::from_slice(plaintext.as_ref()).map_err(|e| {
-                    StoreError::Invalid(format!("KMS returned an unusable data key: {e}"))
-                })
+                data_key(out.plaintext.take())
             }
             Keys::Local(master) => {
                 if envelope_key_id != master.key_id() {
@@ -148,6 +143,14 @@ impl Keys {
             }
         }
     }
+}
+
+/// The data key of a KMS answer's `Plaintext`, taken by value: the SDK's
+/// copy is zeroized once the key is made.
+fn data_key(plaintext: Option<Blob>) -> Result<DataKey> {
+    let plaintext = Zeroizing::new(plaintext.ok_or_else(|| missing("Plaintext"))?.into_inner());
+    DataKey::from_slice(&plaintext)
+        .map_err(|e| StoreError::Invalid(format!("KMS returned an unusable data key: {e}")))
 }
 
 fn missing(field: &str) -> StoreError {

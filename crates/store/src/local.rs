@@ -297,6 +297,21 @@ impl LocalParams {
         Ok(out)
     }
 
+    pub(crate) fn info(&self, name: &str) -> Result<ParamInfo> {
+        let not_found = || StoreError::NotFound {
+            name: name.to_owned(),
+        };
+        let versions = self.read_all(name)?.ok_or_else(not_found)?;
+        let v = versions.versions.last().ok_or_else(not_found)?;
+        Ok(ParamInfo {
+            name: name.to_owned(),
+            version: v.version,
+            param_type: param_type(v),
+            last_modified: Some(from_ms(v.modified_ms)),
+            last_modified_user: Some(v.user.clone()),
+        })
+    }
+
     pub(crate) fn history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
         let versions = self.read_all(name)?.ok_or_else(|| StoreError::NotFound {
             name: name.to_owned(),
@@ -497,7 +512,7 @@ pub fn load_master_key(dir: &Path, create: bool) -> Result<Option<LocalMasterKey
     } else if !create {
         return Ok(None);
     }
-    match read_key_file(&path) {
+    match read_key_file(&path).map(zeroize::Zeroizing::new) {
         Ok(text) => LocalMasterKey::from_file_text(&text)
             .map(Some)
             .map_err(|e| StoreError::Config(format!("master key file {}: {e}", path.display()))),
@@ -509,7 +524,8 @@ pub fn load_master_key(dir: &Path, create: bool) -> Result<Option<LocalMasterKey
             create_private_dir(dir)?;
             let key = LocalMasterKey::generate(&ring::rand::SystemRandom::new())
                 .map_err(|e| StoreError::Config(format!("cannot generate a master key: {e}")))?;
-            write_new_private_file(&path, key.to_file_text().as_bytes())?;
+            let text = zeroize::Zeroizing::new(key.to_file_text());
+            write_new_private_file(&path, text.as_bytes())?;
             // Another process may have created it first: use what is on disk.
             load_master_key(dir, false)
         }
@@ -564,7 +580,9 @@ fn read_key_file(path: &Path) -> Result<String, KeyFileError> {
             "has mode {mode:o}: it must not be readable by group or others (chmod 600)"
         )));
     }
-    let mut text = String::new();
+    // Sized once from the file's length, so that reading leaves no
+    // reallocated copy of the key behind (the caller zeroizes the text).
+    let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
     file.read_to_string(&mut text).map_err(KeyFileError::Io)?;
     Ok(text)
 }

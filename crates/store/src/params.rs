@@ -60,8 +60,8 @@ pub struct HistoryEntry {
     pub labels: Vec<String>,
 }
 
-/// What to write.
-#[derive(Debug)]
+/// What to write. Its `Debug` never shows the value (for a native write it
+/// is the plaintext).
 pub struct PutRequest<'a> {
     pub name: &'a str,
     /// The stored form (an envelope, or for native writes the plaintext).
@@ -70,6 +70,21 @@ pub struct PutRequest<'a> {
     /// For SecureString: the KMS key SSM should use.
     pub kms_key: Option<&'a str>,
     pub overwrite: bool,
+}
+
+impl std::fmt::Debug for PutRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutRequest")
+            .field("name", &self.name)
+            .field(
+                "value",
+                &format_args!("<{} bytes redacted>", self.value.len()),
+            )
+            .field("param_type", &self.param_type)
+            .field("kms_key", &self.kms_key)
+            .field("overwrite", &self.overwrite)
+            .finish()
+    }
 }
 
 /// The largest value SSM accepts (advanced tier; standard is 4096).
@@ -133,6 +148,15 @@ impl Params {
         match self {
             Params::Ssm(s) => s.get_by_path(path, retry).await,
             Params::Local(l) => l.get_by_path(path, false),
+        }
+    }
+
+    /// Metadata of `name`'s current version, without reading its value
+    /// (`StoreError::NotFound` when it does not exist).
+    pub async fn info(&self, name: &str, retry: Retry) -> Result<ParamInfo> {
+        match self {
+            Params::Ssm(s) => s.info(name, retry).await,
+            Params::Local(l) => l.info(name),
         }
     }
 

@@ -128,7 +128,7 @@ impl SsmParams {
     }
 
     async fn get_one(&self, full: &str, retry: Retry) -> Result<StoredParam> {
-        let out = retry
+        let mut out = retry
             .run("GetParameter", full, || {
                 self.client
                     .get_parameter()
@@ -137,7 +137,8 @@ impl SsmParams {
                     .send()
             })
             .await?;
-        out.parameter()
+        out.parameter
+            .take()
             .map(stored)
             .ok_or_else(|| StoreError::NotFound {
                 name: full.to_owned(),
@@ -153,7 +154,7 @@ impl SsmParams {
         let mut missing = Vec::new();
         for chunk in names.chunks(BATCH) {
             let target = chunk.join(",");
-            let out = retry
+            let mut out = retry
                 .run("GetParameters", &target, || {
                     self.client
                         .get_parameters()
@@ -162,7 +163,7 @@ impl SsmParams {
                         .send()
                 })
                 .await?;
-            found.extend(out.parameters().iter().map(stored));
+            found.extend(out.parameters.take().into_iter().flatten().map(stored));
             missing.extend(out.invalid_parameters().iter().cloned());
         }
         Ok((found, missing))
@@ -170,7 +171,7 @@ impl SsmParams {
 
     pub(crate) async fn get_by_path(&self, path: &str, retry: Retry) -> Result<Vec<StoredParam>> {
         pages(|token| async move {
-            let out = retry
+            let mut out = retry
                 .run("GetParametersByPath", path, || {
                     self.client
                         .get_parameters_by_path()
@@ -182,7 +183,13 @@ impl SsmParams {
                         .send()
                 })
                 .await?;
-            let found = out.parameters().iter().map(stored).collect();
+            let found = out
+                .parameters
+                .take()
+                .into_iter()
+                .flatten()
+                .map(stored)
+                .collect();
             Ok((found, out.next_token().map(str::to_owned)))
         })
         .await
@@ -207,24 +214,54 @@ impl SsmParams {
                         .send()
                 })
                 .await?;
-            let infos = out
-                .parameters()
-                .iter()
-                .filter_map(|meta| {
-                    Some(ParamInfo {
-                        name: meta.name()?.to_owned(),
-                        version: meta.version().max(0) as u64,
-                        param_type: our_type(meta.r#type()),
-                        last_modified: meta.last_modified_date().and_then(system_time),
-                        last_modified_user: meta.last_modified_user().map(str::to_owned),
-                    })
-                })
-                .collect();
+            let infos = out.parameters().iter().filter_map(info_of).collect();
             Ok((infos, out.next_token().map(str::to_owned)))
         })
         .await?;
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
+    }
+
+    /// DescribeParameters for one name: metadata only, no value (SSM may
+    /// answer empty pages with a token before the one that holds it).
+    pub(crate) async fn info(&self, name: &str, retry: Retry) -> Result<ParamInfo> {
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(name)
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("name filter {name}: {e}")))?;
+        let filter = &filter;
+        let found = pages(|token| async move {
+            let out = retry
+                .run("DescribeParameters", name, || {
+                    self.client
+                        .describe_parameters()
+                        .parameter_filters(filter.clone())
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            let infos: Vec<ParamInfo> = out
+                .parameters()
+                .iter()
+                .filter_map(info_of)
+                .filter(|i| i.name == name)
+                .collect();
+            let next = if infos.is_empty() {
+                out.next_token().map(str::to_owned)
+            } else {
+                None
+            };
+            Ok((infos, next))
+        })
+        .await?;
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NotFound {
+                name: name.to_owned(),
+            })
     }
 
     pub(crate) async fn history(&self, name: &str, retry: Retry) -> Result<Vec<HistoryEntry>> {
@@ -311,14 +348,26 @@ fn our_type(t: Option<&SdkType>) -> ParamType {
     }
 }
 
+fn info_of(meta: &aws_sdk_ssm::types::ParameterMetadata) -> Option<ParamInfo> {
+    Some(ParamInfo {
+        name: meta.name()?.to_owned(),
+        version: meta.version().max(0) as u64,
+        param_type: our_type(meta.r#type()),
+        last_modified: meta.last_modified_date().and_then(system_time),
+        last_modified_user: meta.last_modified_user().map(str::to_owned),
+    })
+}
+
 fn system_time(t: &aws_smithy_types::DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*t).ok()
 }
 
-fn stored(p: &aws_sdk_ssm::types::Parameter) -> StoredParam {
+/// A parameter as read, taken by value: its value (a native SecureString's
+/// is plaintext) moves into the [`Secret`] without a copy.
+fn stored(mut p: aws_sdk_ssm::types::Parameter) -> StoredParam {
     StoredParam {
         name: p.name().unwrap_or_default().to_owned(),
-        value: Secret::from_slice(p.value().unwrap_or_default().as_bytes()),
+        value: Secret::from(p.value.take().unwrap_or_default()),
         version: p.version().max(0) as u64,
         param_type: our_type(p.r#type()),
         last_modified: p.last_modified_date().and_then(system_time),

@@ -219,3 +219,48 @@ fn a_put_that_failed_before_the_write_is_sent_again_once() {
         assert_eq!(versions(moto, name).await, [1, 2, 3]);
     });
 }
+
+#[test]
+fn info_reads_metadata_only() {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    rt().block_on(async {
+        let kms_key = create_kms_key(moto.endpoint()).await.unwrap();
+        let s = store(&proxy.endpoint(), &kms_key).await;
+        let (env, svc) = names("infoonly");
+        let key = Key::parse("TOKEN").unwrap();
+        for value in [b"native-one".as_slice(), b"native-two"] {
+            s.put(
+                &env,
+                &svc,
+                &key,
+                &Secret::from_slice(value),
+                &PutOptions {
+                    native: true,
+                    label: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        proxy.reset_counts();
+        let name = "/sidekey/infoonly/api/TOKEN";
+        let info = s.params().info(name, s.retry()).await.unwrap();
+        assert_eq!((info.name.as_str(), info.version), (name, 2));
+        assert_eq!(info.param_type, sidekey_store::ParamType::SecureString);
+        // A name that only starts like it is not it.
+        let missing = s
+            .params()
+            .info("/sidekey/infoonly/api/TOK", s.retry())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(missing, sidekey_store::StoreError::NotFound { ref name } if name == "/sidekey/infoonly/api/TOK"),
+            "{missing:?}"
+        );
+        let counts = proxy.counts();
+        assert_eq!(counts.get("GetParameter"), None, "{counts:?}");
+        assert_eq!(counts.get("GetParameters"), None, "{counts:?}");
+        assert!(counts.contains_key("DescribeParameters"), "{counts:?}");
+    });
+}
