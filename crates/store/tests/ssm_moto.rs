@@ -1,6 +1,9 @@
-//! The store against moto (SSM and KMS), through the fault proxy where a
-//! test needs a lost answer: PutParameter retried after a lost answer makes
-//! no second version.
+//! The store against moto (SSM and KMS), through the fault proxy (which
+//! counts calls per operation, and loses answers where a test asks):
+//! PutParameter retried after a lost answer makes no second version;
+//! metadata reads without values; a key keeps its last 100 versions; data
+//! keys are generated and unwrapped once per store; native SecureStrings
+//! round trip; paged reads follow a token to an empty last page.
 //!
 //! Every test uses the shared moto server with names of its own (an
 //! environment per test), so they run in parallel.
@@ -262,5 +265,297 @@ fn info_reads_metadata_only() {
         assert_eq!(counts.get("GetParameter"), None, "{counts:?}");
         assert_eq!(counts.get("GetParameters"), None, "{counts:?}");
         assert!(counts.contains_key("DescribeParameters"), "{counts:?}");
+    });
+}
+
+fn opts(native: bool) -> PutOptions {
+    PutOptions {
+        native,
+        label: None,
+    }
+}
+
+#[test]
+fn a_key_keeps_its_last_100_versions() {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    rt().block_on(async {
+        let kms_key = create_kms_key(moto.endpoint()).await.unwrap();
+        let s = store(&proxy.endpoint(), &kms_key).await;
+        let (env, svc) = names("retain");
+        let key = Key::parse("DB_PASSWORD").unwrap();
+        let name = "/sidekey/retain/api/DB_PASSWORD";
+        for i in 1..=101u64 {
+            let value = format!("value-number-{i}");
+            let w = s
+                .put(
+                    &env,
+                    &svc,
+                    &key,
+                    &Secret::from_slice(value.as_bytes()),
+                    &opts(false),
+                )
+                .await
+                .unwrap();
+            assert_eq!(w.version, i);
+        }
+        // SSM keeps 100: the oldest went.
+        assert_eq!(versions(moto, name).await, (2..=101).collect::<Vec<_>>());
+        let history = s.history(&env, &svc, &key).await.unwrap();
+        assert_eq!(
+            history.iter().map(|h| h.version).collect::<Vec<_>>(),
+            (2..=101).collect::<Vec<_>>()
+        );
+        let latest = s.get(&env, &svc, &key, &Selector::Latest).await.unwrap();
+        assert_eq!(
+            (latest.value.expose(), latest.version),
+            (&b"value-number-101"[..], 101)
+        );
+        let oldest = s
+            .get(&env, &svc, &key, &Selector::Version(2))
+            .await
+            .unwrap();
+        assert_eq!(oldest.value.expose(), b"value-number-2");
+        match s.get(&env, &svc, &key, &Selector::Version(1)).await {
+            Err(sidekey_store::StoreError::VersionNotFound { name: n, selector }) => {
+                assert_eq!((n.as_str(), selector.as_str()), (name, "1"));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // With a label on the oldest version, SSM refuses a 101st: a clear,
+        // permanent error, sent once, that never quotes the value.
+        s.params()
+            .label(name, 2, "pinned", s.retry())
+            .await
+            .unwrap();
+        proxy.reset_counts();
+        let e = s
+            .put(
+                &env,
+                &svc,
+                &key,
+                &Secret::from_slice(b"value-refused-102"),
+                &opts(false),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.aws_code(),
+            Some("ParameterMaxVersionLimitExceeded"),
+            "{e}"
+        );
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(text.contains(name), "{text}");
+        assert!(!text.contains("value-refused-102"), "{text}");
+        assert_eq!(proxy.count("PutParameter"), 1, "{:?}", proxy.counts());
+        assert_eq!(versions(moto, name).await.len(), 100);
+    });
+}
+
+#[test]
+fn data_keys_are_generated_and_unwrapped_once_per_store_and_service() {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    rt().block_on(async {
+        let kms_key = create_kms_key(moto.endpoint()).await.unwrap();
+        let (env, svc) = names("keycache");
+        let other = Service::parse("worker").unwrap();
+        let keys: Vec<Key> = ["A_KEY", "B_KEY", "C_KEY"]
+            .iter()
+            .map(|k| Key::parse(k).unwrap())
+            .collect();
+        let values: Vec<Secret> = (0..3)
+            .map(|i| Secret::from_slice(format!("cached-key-value-{i}").as_bytes()))
+            .collect();
+        let items: Vec<(Key, &Secret)> = keys.iter().cloned().zip(values.iter()).collect();
+
+        let s = store(&proxy.endpoint(), &kms_key).await;
+        proxy.reset_counts();
+        s.put_many(&env, &svc, &items, &opts(false)).await.unwrap();
+        s.put(&env, &svc, &keys[0], &values[1], &opts(false))
+            .await
+            .unwrap();
+        // One data key for the service, generated once, then cached.
+        assert_eq!(proxy.count("GenerateDataKey"), 1, "{:?}", proxy.counts());
+        assert_eq!(proxy.count("Decrypt"), 0, "{:?}", proxy.counts());
+        for _ in 0..2 {
+            let read = s.read_service(&env, &svc).await.unwrap();
+            assert_eq!(read.len(), 3);
+            assert_eq!(read[0].value.expose(), values[1].expose());
+        }
+        // Every value shares the key: unwrapped once for all reads.
+        assert_eq!(proxy.count("Decrypt"), 1, "{:?}", proxy.counts());
+
+        // Another service: a data key of its own.
+        s.put(&env, &other, &keys[0], &values[0], &opts(false))
+            .await
+            .unwrap();
+        assert_eq!(proxy.count("GenerateDataKey"), 2, "{:?}", proxy.counts());
+
+        // A new store reuses the service's key: one Decrypt, no new key,
+        // for its writes and its reads together.
+        let fresh = store(&proxy.endpoint(), &kms_key).await;
+        proxy.reset_counts();
+        fresh
+            .put(&env, &svc, &keys[1], &values[2], &opts(false))
+            .await
+            .unwrap();
+        let read = fresh.read_service(&env, &svc).await.unwrap();
+        assert_eq!(read[1].value.expose(), values[2].expose());
+        assert_eq!(proxy.count("GenerateDataKey"), 0, "{:?}", proxy.counts());
+        assert_eq!(proxy.count("Decrypt"), 1, "{:?}", proxy.counts());
+    });
+}
+
+#[test]
+fn native_secure_strings_round_trip() {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    rt().block_on(async {
+        let kms_key = create_kms_key(moto.endpoint()).await.unwrap();
+        let s = store(&proxy.endpoint(), &kms_key).await;
+        let (env, svc) = names("nativert");
+        let native = Key::parse("NATIVE").unwrap();
+        let sealed = Key::parse("SEALED").unwrap();
+        let text = "native ✓ value with = and 'quotes' and\nnewline";
+        let w = s
+            .put(
+                &env,
+                &svc,
+                &native,
+                &Secret::from_slice(text.as_bytes()),
+                &opts(true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.version, 1);
+        s.put(
+            &env,
+            &svc,
+            &sealed,
+            &Secret::from_slice(b"sealed-value"),
+            &opts(false),
+        )
+        .await
+        .unwrap();
+
+        // Stored as a SecureString under the configured key: without
+        // decryption SSM does not give the text.
+        let (ssm, _) = clients(moto.endpoint()).await;
+        let raw = ssm
+            .get_parameter()
+            .name("/sidekey/nativert/api/NATIVE")
+            .with_decryption(false)
+            .send()
+            .await
+            .unwrap();
+        let p = raw.parameter().unwrap();
+        assert_eq!(
+            p.r#type(),
+            Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+        );
+        assert_ne!(p.value(), Some(text));
+
+        let got = s.get(&env, &svc, &native, &Selector::Latest).await.unwrap();
+        assert_eq!(got.value.expose(), text.as_bytes());
+        assert_eq!(got.kind, sidekey_store::ValueKind::Native);
+        let all = s.read_service(&env, &svc).await.unwrap();
+        let kinds: Vec<_> = all
+            .iter()
+            .map(|r| (r.path.key().as_str().to_owned(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("NATIVE".to_owned(), sidekey_store::ValueKind::Native),
+                ("SEALED".to_owned(), sidekey_store::ValueKind::Envelope)
+            ]
+        );
+        // Not UTF-8: refused before anything is sent, naming the key.
+        proxy.reset_counts();
+        let e = s
+            .put(
+                &env,
+                &svc,
+                &native,
+                &Secret::from_slice(&[0xff, 0xfe, 0x41]),
+                &opts(true),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("/sidekey/nativert/api/NATIVE"),
+            "{e}"
+        );
+        assert_eq!(proxy.count("PutParameter"), 0);
+    });
+}
+
+#[test]
+fn paged_reads_follow_a_token_to_an_empty_last_page() {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.endpoint()).unwrap();
+    rt().block_on(async {
+        let kms_key = create_kms_key(moto.endpoint()).await.unwrap();
+        let s = store(&proxy.endpoint(), &kms_key).await;
+        let (env, svc) = names("paging");
+        // Exactly one page of 10 (GetParametersByPath and, for moto,
+        // DescribeParameters): the page comes with a token, and the next
+        // page is empty.
+        let keys: Vec<Key> = (0..10)
+            .map(|i| Key::parse(&format!("KEY_{i:02}")).unwrap())
+            .collect();
+        let values: Vec<Secret> = (0..10)
+            .map(|i| Secret::from_slice(format!("paged-value-{i:02}").as_bytes()))
+            .collect();
+        let items: Vec<(Key, &Secret)> = keys.iter().cloned().zip(values.iter()).collect();
+        s.put_many(&env, &svc, &items, &opts(false)).await.unwrap();
+
+        proxy.reset_counts();
+        let read = s.read_service(&env, &svc).await.unwrap();
+        assert_eq!(read.len(), 10);
+        for (r, v) in read.iter().zip(&values) {
+            assert_eq!(r.value.expose(), v.expose());
+        }
+        assert_eq!(
+            proxy.count("GetParametersByPath"),
+            2,
+            "{:?}",
+            proxy.counts()
+        );
+
+        proxy.reset_counts();
+        let listed = s.list(&env, Some(&svc)).await.unwrap();
+        assert_eq!(listed.len(), 10);
+        assert_eq!(proxy.count("DescribeParameters"), 2, "{:?}", proxy.counts());
+
+        // 23 keys: pages of 10, 10 and 3; by name, batches of 10.
+        let more: Vec<Key> = (10..23)
+            .map(|i| Key::parse(&format!("KEY_{i:02}")).unwrap())
+            .collect();
+        let more_values: Vec<Secret> = (10..23)
+            .map(|i| Secret::from_slice(format!("paged-value-{i:02}").as_bytes()))
+            .collect();
+        let items: Vec<(Key, &Secret)> = more.iter().cloned().zip(more_values.iter()).collect();
+        s.put_many(&env, &svc, &items, &opts(false)).await.unwrap();
+        proxy.reset_counts();
+        assert_eq!(s.read_service(&env, &svc).await.unwrap().len(), 23);
+        assert_eq!(
+            proxy.count("GetParametersByPath"),
+            3,
+            "{:?}",
+            proxy.counts()
+        );
+        let names: Vec<String> = (0..23)
+            .map(|i| format!("/sidekey/paging/api/KEY_{i:02}"))
+            .chain(["/sidekey/paging/api/NOPE".to_owned()])
+            .collect();
+        proxy.reset_counts();
+        let (found, missing) = s.params().get_many(&names, s.retry()).await.unwrap();
+        assert_eq!(found.len(), 23);
+        assert_eq!(missing, ["/sidekey/paging/api/NOPE"]);
+        assert_eq!(proxy.count("GetParameters"), 3, "{:?}", proxy.counts());
     });
 }
