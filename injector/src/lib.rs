@@ -4,7 +4,7 @@
 //! The planning itself (annotations, scoping, the JSON Patch) is the pure
 //! `sidekey-patch` crate; this crate is the edge around it:
 //!
-//! - [`review`]: an `admission.k8s.io/v1` AdmissionReview body in, the
+//! - [`review`](mod@review): an `admission.k8s.io/v1` AdmissionReview body in, the
 //!   answer out (HTTP status, body, outcome, audit event). No I/O.
 //! - [`service`]: the routes (`POST /mutate`, `GET /healthz`, `/readyz`,
 //!   `/metrics`), the body limit and the request timeout, callable without
@@ -14,7 +14,7 @@
 //! - [`server`]: the TLS listener (HTTP/2 and HTTP/1.1), the limits that
 //!   bound memory whatever callers do (connections, body bytes in flight,
 //!   timeouts) and graceful shutdown.
-//! - [`metrics`], [`audit`], [`logging`], [`args`].
+//! - [`metrics`], [`audit`], [`args`]; logging is `sidekey_logging`'s.
 //!
 //! A review body is never logged (a pod's env values may be secrets): logs
 //! carry the uid, namespace, name and operation only, and error messages

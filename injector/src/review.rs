@@ -1,16 +1,16 @@
 //! One AdmissionReview in, one answer out: no I/O, no clock, no logging.
 //!
 //! The body is read in two steps, both borrowing from it. A view of the
-//! envelope ([`ReviewIn`]) takes the uid, kind, operation, namespace and
+//! envelope (`ReviewIn`) takes the uid, kind, operation, namespace and
 //! user and keeps the object as raw JSON text; only a Pod on CREATE is then
 //! read, into the planner's [`PodView`] (the parts of the pod a decision
 //! depends on; everything else is skipped, not built). A review of anything
-//! else costs one scan of the body. TESTING.md measured the parse as where
+//! else costs one scan of the body. The webhook benchmark measured the parse as where
 //! a webhook spends its time: this is why nothing here builds a
 //! `serde_json::Value` or a typed `Pod`. The answer is a `kube_core`
 //! [`AdmissionResponse`] whose patch is the planner's JSON text.
 //!
-//! Three answers for a request that cannot be injected (STYLE.md):
+//! Three answers for a request that cannot be injected:
 //! - the body is not a usable AdmissionReview (not JSON, wrong kind or
 //!   apiVersion, no request): HTTP 400 with a short text; once the uid is
 //!   known (no object, no namespace, an object that is not a Pod) an

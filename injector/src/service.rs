@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /mutate` | the review ([`crate::review`]); 413 beyond [`BODY_LIMIT`], 408 past the request timeout; 503 when its audit record cannot be queued or written within the request timeout ([`crate::audit`]) |
+//! | `POST /mutate` | the review ([`crate::review`](mod@crate::review)); 413 beyond [`BODY_LIMIT`], 408 past the request timeout; 503 when its audit record cannot be queued or written within the request timeout ([`crate::audit`]) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once a certificate is loaded, 503 before |
 //! | `GET /metrics` | Prometheus text |

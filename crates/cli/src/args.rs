@@ -1,5 +1,5 @@
 //! Command-line arguments (clap derive). Every global option can also come
-//! from the environment, as INTERFACES.md lists.
+//! from the environment (`SIDEKEY_*`, listed in `sidekey --help`).
 
 use std::path::PathBuf;
 

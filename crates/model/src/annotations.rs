@@ -4,7 +4,7 @@
 //! The enumerations live here, not in the patch planner, because the agent
 //! reads the same words back (`SIDEKEY_ON_MISSING`, `--format`) and must not
 //! depend on Kubernetes types. Parsing is exact: values are lower-case words
-//! as written in DESIGN.md, surrounding ASCII whitespace is ignored, and
+//! as the README documents them, surrounding ASCII whitespace is ignored, and
 //! anything else is an error that lists the accepted words.
 
 use std::fmt;

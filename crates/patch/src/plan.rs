@@ -238,7 +238,7 @@ pub fn apply(pod: &Json, patch: &json_patch::Patch) -> Result<Json, PatchError> 
 ///
 /// A pod that arrives with the marker `sidekey.io/injected` is skipped only
 /// when the injector's own parts are there and are what this injector
-/// makes for it (see [`crate::verify`]): a reinvocation after another
+/// makes for it (see the `verify` module): a reinvocation after another
 /// webhook, or a pod re-created from an injected one. Otherwise the marker
 /// is a pod author's claim, and the pod is denied.
 ///

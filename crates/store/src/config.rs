@@ -74,9 +74,9 @@ pub async fn aws_config(settings: &AwsSettings) -> SdkConfig {
     aws_config_with(settings, http).await
 }
 
-/// [`aws_config`] over a given HTTP client: the agent brings one with
+/// [`aws_config()`] over a given HTTP client: the agent brings one with
 /// bundled TLS roots and a DNS resolver that needs no C library. Retries,
-/// timeouts, region and endpoint are set exactly as in [`aws_config`]; the
+/// timeouts, region and endpoint are set exactly as in [`aws_config()`]; the
 /// client is used by every service and credentials provider.
 pub async fn aws_config_with(settings: &AwsSettings, http: SharedHttpClient) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
