@@ -106,17 +106,6 @@ pub struct Args {
     #[arg(long, env = "SIDEKEY_INJECTOR_RELOAD_INTERVAL", default_value = "1s",
           value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub reload_interval: Duration,
-
-    /// Test only: every `POST /mutate` sleeps this long before answering
-    /// (the graceful-shutdown test uses it to hold reviews in flight). It
-    /// only sleeps; nothing else changes.
-    #[arg(
-        long,
-        env = "SIDEKEY_INJECTOR_TEST_DELAY_MS",
-        hide = true,
-        value_name = "MS"
-    )]
-    pub test_delay_ms: Option<u64>,
 }
 
 /// A setting that cannot be used: the process exits 64 with this one line.
@@ -194,7 +183,6 @@ pub struct Settings {
     pub body_budget: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
-    pub test_delay: Option<Duration>,
 }
 
 impl Settings {
@@ -264,7 +252,6 @@ impl Settings {
             body_budget: args.body_budget,
             read_timeout: args.read_timeout,
             idle_timeout: args.idle_timeout,
-            test_delay: args.test_delay_ms.map(Duration::from_millis),
         })
     }
 }

@@ -148,7 +148,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         Some(certs.clone()),
         Limits {
             request_timeout: settings.read_timeout,
-            test_delay: settings.test_delay,
             ..Limits::default()
         },
     );

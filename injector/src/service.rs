@@ -43,8 +43,6 @@ pub struct Limits {
     /// Longest time from a request's headers to its answer (the body read
     /// included).
     pub request_timeout: Duration,
-    /// Test only: each review sleeps this long before its answer.
-    pub test_delay: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -52,7 +50,6 @@ impl Default for Limits {
         Limits {
             body: BODY_LIMIT,
             request_timeout: Duration::from_secs(10),
-            test_delay: None,
         }
     }
 }
@@ -197,9 +194,6 @@ impl Injector {
                 }
             };
             tracing::trace!(bytes = body.len(), "review received");
-            if let Some(delay) = limits.test_delay {
-                tokio::time::sleep(delay).await;
-            }
             Ok(body)
         };
         // A review usually arrives whole with its headers (one HTTP/2 DATA

@@ -12,6 +12,85 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A request body the test feeds by hand: the review stays in flight (its
+/// headers read, its body not yet whole) until the test sends the rest.
+struct Fed(tokio::sync::mpsc::Receiver<bytes::Bytes>, u64);
+
+impl hyper::body::Body for Fed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.1)
+    }
+}
+
+/// Sends `body` as a review on `sender`'s connection: the first half at
+/// once; the rest once `rest` fires. The answer's status and body.
+async fn fed_review<F>(
+    send: F,
+    body: Vec<u8>,
+    rest: tokio::sync::watch::Receiver<bool>,
+) -> Result<(StatusCode, bytes::Bytes), String>
+where
+    F: FnOnce(
+        hyper::Request<Fed>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>
+                + Send,
+        >,
+    >,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let half = body.len() / 2;
+    let req = hyper::Request::post("https://localhost/mutate")
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(Fed(rx, body.len() as u64))
+        .unwrap();
+    let body = bytes::Bytes::from(body);
+    tx.send(body.slice(..half))
+        .await
+        .map_err(|e| e.to_string())?;
+    let feeder = tokio::spawn(async move {
+        let mut rest = rest;
+        let _ = rest.wait_for(|go| *go).await;
+        let _ = tx.send(body.slice(half..)).await;
+    });
+    let resp = send(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let answer = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    feeder.await.map_err(|e| e.to_string())?;
+    Ok((status, answer))
+}
+
+/// The value of an unlabelled metric on the plain listener.
+async fn metric(probes: std::net::SocketAddr, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(probes).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_reviews_are_in_flight_loses_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -19,53 +98,79 @@ async fn sigterm_while_reviews_are_in_flight_loses_none() {
     let mut process = Process::start(
         &cert,
         &key,
-        &[],
-        &[
-            ("SIDEKEY_LOG", "info,sidekey_injector=trace"),
-            // Every review sleeps 1.5 s: long enough to be in flight at SIGTERM.
-            ("SIDEKEY_INJECTOR_TEST_DELAY_MS", "1500"),
-        ],
+        &["--metrics-listen", "127.0.0.1:0", "--read-timeout", "60s"],
+        &[("SIDEKEY_LOG", "info,sidekey_injector=trace")],
     );
     let addr = process.addr;
+    let line = tokio::task::block_in_place(|| process.wait_for_stderr("probes_addr=", WAIT));
+    let probes: std::net::SocketAddr = line
+        .split("probes_addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
 
     // 4 HTTP/1.1 connections with one review each, and one HTTP/2
-    // connection with 4 concurrent streams.
+    // connection with 4 concurrent streams; every body half sent.
+    let (go, rest) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let mut reserved = 0u64;
     for i in 0..4 {
-        let mut client = Client::connect(addr, &[&ca.der], Alpn::Http11)
+        let tls = tls_connect(addr, &[&ca.der], Alpn::Http11, None)
             .await
             .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
         let body = serde_json::to_vec(&injectable(&format!("h1-{i}"))).unwrap();
+        reserved += body.len() as u64;
+        let rest = rest.clone();
         tasks.push(tokio::spawn(async move {
-            client.send("POST", "/mutate", body).await
+            fed_review(
+                move |req| Box::pin(async move { sender.send_request(req).await }),
+                body,
+                rest,
+            )
+            .await
         }));
     }
-    let h2 = Client::connect(addr, &[&ca.der], Alpn::H2).await.unwrap();
+    let tls = tls_connect(addr, &[&ca.der], Alpn::H2, None).await.unwrap();
+    let (h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
     for i in 0..4 {
-        let mut sender = h2.h2().unwrap();
+        let mut sender = h2.clone();
         let body = serde_json::to_vec(&injectable(&format!("h2-{i}"))).unwrap();
+        reserved += body.len() as u64;
+        let rest = rest.clone();
         tasks.push(tokio::spawn(async move {
-            let req = hyper::Request::post("https://localhost/mutate")
-                .header("content-type", "application/json")
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap();
-            sender.ready().await.map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok(Answer {
-                status,
-                content_type: String::new(),
+            fed_review(
+                move |req| Box::pin(async move { sender.send_request(req).await }),
                 body,
-            })
+                rest,
+            )
+            .await
         }));
     }
 
-    // All 8 bodies have been read by the server: they are in flight.
-    tokio::task::block_in_place(|| process.wait_for_count("review received", 8, WAIT));
+    // All 8 requests have arrived (their bodies are reserved from the
+    // budget when their headers are read) and none is whole: in flight.
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(probes, "sidekey_injector_body_bytes_reserved").await != reserved {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 8 reviews never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!process.stderr_text().contains("review received"));
     process.terminate();
     tokio::task::block_in_place(|| process.wait_for_stderr("shutting down", WAIT));
 
@@ -75,10 +180,12 @@ async fn sigterm_while_reviews_are_in_flight_loses_none() {
         "a new connection was accepted after SIGTERM"
     );
 
+    // The rest of every body: each review is answered in full.
+    go.send_replace(true);
     for task in tasks {
-        let answer = task.await.unwrap().expect("an in-flight review was lost");
-        assert_eq!(answer.status, StatusCode::OK);
-        let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let (status, body) = task.await.unwrap().expect("an in-flight review was lost");
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["response"]["allowed"], true);
         assert!(v["response"]["patch"].is_string());
     }
