@@ -562,19 +562,107 @@ async fn tower_service_interface() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-#[test]
-fn the_fixture_parses_as_kube_core_types_with_the_same_facts() {
-    // The handler reads the envelope through its own borrowed view; the same
-    // body through kube-core's AdmissionReview<Pod> says the same.
+mod against_kube_core {
+    //! The injector reads a review's envelope through its own borrowed
+    //! view; kube-core's typed `AdmissionReview<Pod>` is an independent
+    //! reading of the same body. On generated reviews both say the same:
+    //! uid, operation, namespace, name, user, dry run, and whether it is a
+    //! pod CREATE (planned) or not (skipped untouched).
+
+    use super::*;
     use k8s_openapi::api::core::v1::Pod;
-    use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
-    let body = injectable("uid-kube");
-    let review: AdmissionReview<Pod> = serde_json::from_value(body).unwrap();
-    let req: AdmissionRequest<Pod> = review.try_into().unwrap();
-    assert_eq!(req.uid, "uid-kube");
-    assert_eq!(req.operation, Operation::Create);
-    assert_eq!(req.kind.kind, "Pod");
-    assert_eq!(req.namespace.as_deref(), Some("team-a"));
+    use kube_core::admission::{AdmissionRequest, AdmissionReview};
+    use proptest::prelude::*;
+
+    fn kinds() -> impl Strategy<Value = (&'static str, &'static str, &'static str)> {
+        prop::sample::select(vec![
+            ("", "v1", "Pod"),
+            ("", "v1", "Pod"),
+            ("", "v1", "Pod"),
+            ("apps", "v1", "Deployment"),
+            ("", "v1", "ConfigMap"),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn the_injectors_reading_of_a_review_is_kube_cores(
+            uid in "[a-f0-9-]{1,36}",
+            namespace in "ns-[a-z0-9]{1,12}",
+            operation in prop::sample::select(vec!["CREATE", "CREATE", "UPDATE", "DELETE", "CONNECT"]),
+            name in prop::option::of("[a-z0-9-]{1,20}"),
+            user in prop::option::of("[a-z:.-]{1,30}"),
+            dry_run in prop::option::of(any::<bool>()),
+            (group, version, kind) in kinds(),
+            sub_resource in prop::option::of(prop::sample::select(vec!["", "status", "ephemeralcontainers"])),
+        ) {
+            let mut body = review(&uid, &namespace, operation, pod(opted_in("api")));
+            let request = &mut body["request"];
+            request["kind"] = json!({"group": group, "version": version, "kind": kind});
+            if let Some(n) = &name {
+                request["name"] = json!(n);
+            }
+            match &user {
+                Some(u) => request["userInfo"]["username"] = json!(u),
+                None => {
+                    request["userInfo"].as_object_mut().unwrap().remove("username");
+                }
+            }
+            match dry_run {
+                Some(d) => request["dryRun"] = json!(d),
+                None => {
+                    request.as_object_mut().unwrap().remove("dryRun");
+                }
+            }
+            if let Some(sub) = sub_resource {
+                request["subResource"] = json!(sub);
+            }
+            let text = serde_json::to_vec(&body).unwrap();
+
+            let kube: AdmissionReview<Pod> = serde_json::from_slice(&text).unwrap();
+            let kube: AdmissionRequest<Pod> = kube.try_into().unwrap();
+            let ours = sidekey_injector::review(&text, &Config::default_for(Some("sidekey")));
+
+            prop_assert_eq!(ours.uid(), Some(kube.uid.as_str()));
+            let operation_text = serde_json::to_value(&kube.operation).unwrap();
+            prop_assert_eq!(ours.operation(), operation_text.as_str());
+            prop_assert_eq!(ours.namespace(), kube.namespace.as_deref());
+            let actor = ours.event.as_ref().and_then(|e| e.actor.as_deref());
+            prop_assert_eq!(actor, kube.user_info.username.as_deref());
+            let dry = ours
+                .event
+                .as_ref()
+                .and_then(|e| e.extra.get("dry_run"))
+                .and_then(Value::as_bool);
+            prop_assert_eq!(dry.unwrap_or(false), kube.dry_run);
+            // The answer carries the uid kube-core read.
+            let answer: Value = serde_json::from_slice(&ours.body).unwrap();
+            prop_assert_eq!(answer["response"]["uid"].as_str(), Some(kube.uid.as_str()));
+
+            let planned = kube.kind.group.is_empty()
+                && kube.kind.version == "v1"
+                && kube.kind.kind == "Pod"
+                && kube.sub_resource.as_deref().unwrap_or("").is_empty()
+                && operation_text == "CREATE";
+            if planned {
+                prop_assert_eq!(ours.outcome, ReviewOutcome::Injected);
+                // The name: the request's, else the object's generateName.
+                let object = kube.object.as_ref().unwrap();
+                let expected = Some(kube.name.as_str())
+                    .filter(|n| !n.is_empty())
+                    .or(object.metadata.generate_name.as_deref());
+                prop_assert_eq!(ours.name(), expected);
+            } else {
+                prop_assert_eq!(ours.outcome, ReviewOutcome::Skipped);
+                prop_assert_eq!(
+                    ours.name(),
+                    Some(kube.name.as_str()).filter(|n| !n.is_empty())
+                );
+            }
+        }
+    }
 }
 
 mod properties {
