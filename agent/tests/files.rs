@@ -129,6 +129,16 @@ fn dotenv_and_json_formats() {
         b"DB_PASSWORD='db-pass \"quoted\"\nline2\\end'\nPLAIN='plain-value-123'\n"
     );
     assert_eq!(mode(&dotenv_dir.join("..data/secrets.env")), 0o400);
+    // Differential: the CLI's own dotenv reader (`sidekey import`) reads
+    // the agent's file back to the very bytes that were stored.
+    w.cli(&["import", "dev-copy", "api", "--dotenv", "-"], &text);
+    for (key, value) in [
+        ("DB_PASSWORD", &b"db-pass \"quoted\"\nline2\\end"[..]),
+        ("PLAIN", b"plain-value-123"),
+    ] {
+        let got = w.cli(&["get", "dev-copy", "api", key, "--reveal"], b"");
+        assert_eq!(got.stdout, value, "{key}");
+    }
 
     let json_dir = tmp.path().join("json");
     std::fs::create_dir(&json_dir).expect("mkdir");
