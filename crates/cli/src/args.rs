@@ -127,13 +127,54 @@ pub enum Command {
         service: String,
         key: String,
     },
-    /// Write a new version of an existing secret
+    /// Write a new version of an existing secret (--restart: then roll the workloads using it)
+    ///
+    /// Without --restart, and when a kubeconfig is there, says on standard error how many
+    /// running pods still use the previous version and the command that rolls them.
     Rotate {
         env: String,
         service: String,
         key: String,
         #[command(flatten)]
         source: ValueSource,
+        #[command(flatten)]
+        restart: RestartAfter,
+    },
+    /// Running pods of ENV (and of environments inheriting it) and the keys rotated since each started
+    ///
+    /// Reads pods through the kubeconfig (KUBECONFIG, ~/.kube/config, in-cluster) and the
+    /// store's metadata (versions, modification times); never a value. A key counts when the
+    /// version the pod would get now was written after the pod's status.startTime (whole
+    /// seconds: a version written in the same second counts as newer).
+    Status {
+        env: String,
+        service: Option<String>,
+        /// Only pods of this namespace
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Roll the workloads whose pods run versions of ENV [SERVICE] rotated since they started
+    ///
+    /// Patches the pod template annotation sidekey.io/versions-hash (a hash of the versions
+    /// the pods resolve now): restarting twice for the same versions patches nothing.
+    /// Deployments, StatefulSets and DaemonSets only; bare pods and Jobs are listed, never
+    /// deleted. The global --timeout bounds the wait for rollouts. Exit status 3 when a
+    /// rollout does not complete in time (nothing after it is patched).
+    Restart {
+        env: String,
+        service: Option<String>,
+        /// List what would roll; patch nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the rollouts until complete (or --timeout)
+        #[arg(long)]
+        wait: bool,
+        /// Also roll workloads whose pods refresh their files with the sidecar
+        #[arg(long)]
+        include_refresh: bool,
+        /// Workloads rolled at a time; the next ones wait until these complete
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        max_in_flight: usize,
     },
     /// Delete a secret and all its versions
     Delete {
@@ -166,7 +207,12 @@ pub enum Command {
     },
     /// Roll a service's data key and re-seal every value under it as sk2. (with --allow-legacy
     /// also its plain String and sk1. values: the migration to sk2.)
-    Rekey { env: String, service: String },
+    Rekey {
+        env: String,
+        service: String,
+        #[command(flatten)]
+        restart: RestartAfter,
+    },
     /// Run a command with the secrets of services as environment variables (later services win)
     Exec {
         env: String,
@@ -181,8 +227,19 @@ pub enum Command {
     /// Show or verify audit records
     Audit(AuditArgs),
     /// Print manifests as the injector would mutate their pods (offline: no cluster, no AWS)
+    ///
+    /// Reads YAML as Kubernetes does (YAML 1.1: `0755` is octal, `yes`/`on`/`y` are booleans,
+    /// merge keys `<<` applied) and writes YAML every YAML 1.1 or 1.2 reader reads back the same
+    /// (ambiguous strings double-quoted), or JSON with `--output json` (one object; a v1 List of
+    /// them for several documents). Document order is kept; comments, anchors and flow style are
+    /// not (merges and aliases come out expanded) and keys come out sorted within each mapping.
+    /// Pod templates of Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController,
+    /// Job, CronJob and the items of a List are injected; other kinds pass through unchanged.
+    /// All or nothing: if any document has a problem (a denial, an annotation that is not a
+    /// string), every problem of every document is listed on standard error, nothing is printed
+    /// on standard output, and the exit status is 1.
     Inject {
-        /// Manifest file (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob); '-' for stdin
+        /// Manifest file (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, List); '-' for stdin
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
         /// The namespace the pods would be created in (default: each manifest's, else "default")
@@ -192,6 +249,23 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// `--restart` after a write (rotate, rekey).
+#[derive(Debug, Args)]
+pub struct RestartAfter {
+    /// Then roll exactly the workloads whose pods use what was written (as `sidekey restart`)
+    #[arg(long)]
+    pub restart: bool,
+    /// With --restart: follow the rollouts until complete (or --timeout)
+    #[arg(long, requires = "restart")]
+    pub wait: bool,
+    /// With --restart: also roll workloads whose pods refresh their files
+    #[arg(long, requires = "restart")]
+    pub include_refresh: bool,
+    /// With --restart: workloads rolled at a time
+    #[arg(long, requires = "restart", default_value_t = 5, value_name = "N")]
+    pub max_in_flight: usize,
 }
 
 /// `sidekey env ...`

@@ -33,7 +33,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             file,
             namespace,
             config,
-        } => crate::inject::run(&file, namespace.as_deref(), config.as_deref()),
+        } => crate::inject::run(
+            &file,
+            namespace.as_deref(),
+            config.as_deref(),
+            match global.output {
+                Output::Text => crate::inject::Format::Yaml,
+                Output::Json => crate::inject::Format::Json,
+            },
+        ),
         command => {
             let mut ctx = Ctx::open(&global).await?;
             ctx.run(command).await

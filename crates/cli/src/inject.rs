@@ -1,27 +1,54 @@
-//! `sidekey inject`: the injector's planner, offline. Reads manifests
-//! (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob; other
-//! kinds pass through), plans each pod template exactly as the webhook
-//! would for `--namespace`, and prints the mutated YAML.
+//! `sidekey inject`: the injector's planner, offline. Reads manifests the way
+//! Kubernetes does (YAML 1.1 scalars, merge keys: see [`crate::yaml11`]),
+//! plans the pod template of every workload (Pod, Deployment, StatefulSet,
+//! DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, and the items
+//! of a `List`, recursively) exactly as the webhook would for `--namespace`,
+//! and prints the mutated manifests; other kinds pass through unchanged.
+//!
+//! All or nothing: when any document has a problem (a denial, an annotation
+//! that is not a string, a template that is not a pod template) every
+//! problem of every document is listed on standard error, nothing is
+//! printed on standard output, and the exit status is 1.
 
 use std::path::Path;
 
 use serde_json::Value;
 use sidekey_patch::{Config, Decision, Request};
 
-use crate::Failure;
+use crate::{yaml11, Failure};
 
 /// Where a kind keeps its pod template.
 fn template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
         "Pod" => Some(""),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some("/spec/template"),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ => None,
     }
 }
 
+/// How `inject` prints what it injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A YAML stream, one document per input document.
+    Yaml,
+    /// JSON: the object itself for one document; a `v1` `List` holding
+    /// them, in order, for several.
+    Json,
+}
+
 /// Runs `sidekey inject`.
-pub fn run(file: &Path, namespace: Option<&str>, config: Option<&Path>) -> Result<(), Failure> {
+pub fn run(
+    file: &Path,
+    namespace: Option<&str>,
+    config: Option<&Path>,
+    format: Format,
+) -> Result<(), Failure> {
     let config = match config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -40,104 +67,273 @@ pub fn run(file: &Path, namespace: Option<&str>, config: Option<&Path>) -> Resul
         std::fs::read_to_string(file)
             .map_err(|e| Failure::failed(format!("cannot read {}: {e}", file.display())))?
     };
+    let shown = if file.as_os_str() == "-" {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    let docs = yaml11::read(&text).map_err(|e| Failure::usage(format!("{shown}: {e}")))?;
+    let mut run = Run {
+        namespace,
+        config: &config,
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
     let mut out = Vec::new();
-    for (index, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
-        let what = format!("{} document {}", file.display(), index + 1);
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| Failure::usage(format!("{what}: {e}")))?;
-        if value.is_null() {
+    for (index, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
             continue;
         }
-        out.push(inject_one(value, namespace, &config, &what)?);
+        let at = format!("{shown} document {}", index + 1);
+        out.push(run.object(doc, &at));
     }
-    let mut yaml = String::new();
-    for doc in &out {
-        yaml.push_str("---\n");
-        yaml.push_str(&serde_norway::to_string(doc).map_err(|e| Failure::failed(e.to_string()))?);
+    if !run.problems.is_empty() {
+        for p in &run.problems {
+            eprintln!("sidekey: {p}");
+        }
+        return Err(Failure::failed(format!(
+            "{} problem{} in {shown}; nothing printed (inject prints all documents or none)",
+            run.problems.len(),
+            if run.problems.len() == 1 { "" } else { "s" }
+        )));
     }
-    print!("{yaml}");
+    for note in &run.notes {
+        eprintln!("sidekey: {note}");
+    }
+    let printed = match format {
+        Format::Yaml => yaml11::write(&out),
+        Format::Json => {
+            let value = if out.len() == 1 {
+                out.pop().unwrap_or(Value::Null)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": out})
+            };
+            let mut s =
+                serde_json::to_string_pretty(&value).map_err(|e| Failure::failed(e.to_string()))?;
+            s.push('\n');
+            s
+        }
+    };
+    std::io::Write::write_all(&mut std::io::stdout(), printed.as_bytes())
+        .map_err(|e| Failure::failed(format!("cannot write to standard output: {e}")))?;
     Ok(())
 }
 
-fn inject_one(
-    mut doc: Value,
-    namespace: Option<&str>,
-    config: &Config,
-    what: &str,
-) -> Result<Value, Failure> {
-    let kind = doc["kind"].as_str().unwrap_or("").to_owned();
-    let name = doc["metadata"]["name"].as_str().unwrap_or("?").to_owned();
-    let Some(pointer) = template_pointer(&kind) else {
-        return Ok(doc);
+struct Run<'a> {
+    namespace: Option<&'a str>,
+    config: &'a Config,
+    /// Every problem found, in document order.
+    problems: Vec<String>,
+    /// Lines printed on standard error when the run succeeds.
+    notes: Vec<String>,
+}
+
+/// A value's type as a user reads it in YAML.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// `Kind name`, the name being `metadata.name`, else `generateName*`.
+fn title(doc: &Value) -> String {
+    let kind = doc["kind"].as_str().unwrap_or("object");
+    let meta = &doc["metadata"];
+    let name = match (meta["name"].as_str(), meta["generateName"].as_str()) {
+        (Some(n), _) if !n.is_empty() => n.to_owned(),
+        (_, Some(g)) if !g.is_empty() => format!("{g}*"),
+        _ => "(no name)".to_owned(),
     };
-    let namespace = namespace
-        .or(doc["metadata"]["namespace"].as_str())
-        .unwrap_or("default")
-        .to_owned();
-    let template = doc
-        .pointer(pointer)
-        .cloned()
-        .ok_or_else(|| Failure::usage(format!("{what}: {kind} {name} has no pod template")))?;
-    let pod_json = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": template.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
-        "spec": template.get("spec").cloned().unwrap_or(Value::Null),
-    });
-    let pod_text = serde_json::to_string(&pod_json)
-        .map_err(|e| Failure::failed(format!("{what}: {kind} {name}: {e}")))?;
-    let pod = sidekey_patch::PodView::from_json(&pod_text).map_err(|e| {
-        Failure::usage(format!(
-            "{what}: {kind} {name}: not a valid pod template: {e}"
-        ))
-    })?;
-    let request = Request {
-        namespace: &namespace,
-        user: None,
-    };
-    match sidekey_patch::plan(&pod, &request, config) {
-        Decision::Skip { reason } => {
-            eprintln!("sidekey: {kind} {name}: unchanged ({reason})");
-            Ok(doc)
-        }
-        Decision::Deny(denials) => {
-            let reasons: Vec<String> = denials.iter().map(|d| d.to_string()).collect();
-            Err(Failure::failed(format!(
-                "{kind} {name} in namespace {namespace} would be denied: {}",
-                reasons.join("; ")
-            )))
-        }
-        Decision::Inject(plan) => {
-            for w in &plan.warnings {
-                eprintln!("sidekey: warning: {kind} {name}: {w}");
-            }
-            let ops = plan
-                .patch
-                .operations()
-                .map_err(|e| Failure::failed(format!("{kind} {name}: {e}")))?;
-            let patched = sidekey_patch::apply(&pod_json, &ops)
-                .map_err(|e| Failure::failed(format!("{kind} {name}: {e}")))?;
-            if pointer.is_empty() {
-                // A Pod: the patched pod, minus nothing.
-                let mut pod = patched;
-                if doc["metadata"]["namespace"].is_null() {
-                    if let Some(m) = pod["metadata"].as_object_mut() {
-                        m.remove("namespace");
-                    }
+    format!("{kind} {name}")
+}
+
+/// " at line N column M" of the internal JSON rendering is no use to a
+/// reader of the YAML file: cut it.
+fn without_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+impl Run<'_> {
+    fn object(&mut self, mut doc: Value, at: &str) -> Value {
+        let kind = doc["kind"].as_str().unwrap_or("").to_owned();
+        if kind == "List" || kind.ends_with("List") && doc["items"].is_array() {
+            if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let taken = std::mem::take(item);
+                    *item = self.object(taken, &format!("{at} item {}", i + 1));
                 }
-                return Ok(pod);
             }
-            let slot = doc
-                .pointer_mut(pointer)
-                .ok_or_else(|| Failure::failed(format!("{kind} {name}: template vanished")))?;
-            slot["metadata"] = patched["metadata"].clone();
-            slot["spec"] = patched["spec"].clone();
-            eprintln!(
-                "sidekey: {kind} {name}: injected (environment {}, containers {})",
-                plan.environment,
-                plan.containers.join(",")
-            );
-            Ok(doc)
+            return doc;
         }
+        let Some(pointer) = template_pointer(&kind) else {
+            return doc;
+        };
+        let title = title(&doc);
+        let mut ok = self.strings_only(&doc["metadata"], at, &title, "");
+        let Some(template) = doc.pointer(pointer).cloned() else {
+            self.problems
+                .push(format!("{at}: {title}: has no pod template at {pointer}"));
+            return doc;
+        };
+        if !pointer.is_empty() {
+            ok &= self.strings_only(&template["metadata"], at, &title, "pod template ");
+        }
+        if !ok {
+            return doc;
+        }
+        let namespace = self
+            .namespace
+            .or(doc["metadata"]["namespace"].as_str())
+            .unwrap_or("default")
+            .to_owned();
+        let pod_json = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": template.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+            "spec": template.get("spec").cloned().unwrap_or(Value::Null),
+        });
+        let pod_text = match serde_json::to_string(&pod_json) {
+            Ok(t) => t,
+            Err(e) => {
+                self.problems.push(format!("{at}: {title}: {e}"));
+                return doc;
+            }
+        };
+        let pod = match sidekey_patch::PodView::from_json(&pod_text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.problems.push(format!(
+                    "{at}: {title}: not a valid pod template: {}",
+                    without_position(&e.to_string())
+                ));
+                return doc;
+            }
+        };
+        let request = Request {
+            namespace: &namespace,
+            user: None,
+        };
+        match sidekey_patch::plan(&pod, &request, self.config) {
+            Decision::Skip { reason } => {
+                self.notes
+                    .push(format!("{at}: {title}: unchanged ({reason})"));
+                doc
+            }
+            Decision::Deny(denials) => {
+                for d in &denials {
+                    let annotation = d
+                        .annotation
+                        .as_deref()
+                        .map(|a| format!(" [{a}]"))
+                        .unwrap_or_default();
+                    self.problems.push(format!(
+                        "{at}: {title}: denied in namespace {namespace}{annotation}: {d}"
+                    ));
+                }
+                doc
+            }
+            Decision::Inject(plan) => {
+                for w in &plan.warnings {
+                    self.notes.push(format!("warning: {at}: {title}: {w}"));
+                }
+                let patched = plan
+                    .patch
+                    .operations()
+                    .map_err(|e| e.to_string())
+                    .and_then(|ops| {
+                        sidekey_patch::apply(&pod_json, &ops).map_err(|e| e.to_string())
+                    });
+                let patched = match patched {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.problems
+                            .push(format!("{at}: {title}: the patch does not apply: {e}"));
+                        return doc;
+                    }
+                };
+                self.notes.push(format!(
+                    "{at}: {title}: injected (environment {}, containers {})",
+                    plan.environment,
+                    plan.containers.join(",")
+                ));
+                if pointer.is_empty() {
+                    // A Pod: the patched pod, without the namespace the
+                    // planner needed when the manifest had none.
+                    let mut pod = patched;
+                    if doc["metadata"]["namespace"].is_null() {
+                        if let Some(m) = pod["metadata"].as_object_mut() {
+                            m.remove("namespace");
+                        }
+                    }
+                    for key in ["metadata", "spec"] {
+                        doc[key] = pod[key].take();
+                    }
+                    return doc;
+                }
+                if let Some(slot) = doc.pointer_mut(pointer) {
+                    if !slot.is_object() {
+                        *slot = serde_json::json!({});
+                    }
+                    let mut patched = patched;
+                    slot["metadata"] = patched["metadata"].take();
+                    slot["spec"] = patched["spec"].take();
+                }
+                doc
+            }
+        }
+    }
+
+    /// Annotations and labels must be strings (the API refuses anything
+    /// else): one problem for each that is not, with the fix.
+    fn strings_only(&mut self, meta: &Value, at: &str, title: &str, whose: &str) -> bool {
+        let mut ok = true;
+        for field in ["annotations", "labels"] {
+            let Some(map) = meta[field].as_object() else {
+                if !meta[field].is_null() {
+                    self.problems.push(format!(
+                        "{at}: {title}: {whose}metadata.{field} is {}, not a mapping of strings",
+                        type_name(&meta[field])
+                    ));
+                    ok = false;
+                }
+                continue;
+            };
+            for (key, value) in map {
+                if value.is_string() {
+                    continue;
+                }
+                ok = false;
+                let fix = match value {
+                    Value::Bool(_) | Value::Number(_) | Value::Null => format!(
+                        "; quote it: {key}: {}",
+                        serde_json::to_string(&match value {
+                            Value::Null => String::new(),
+                            v => v.to_string(),
+                        })
+                        .unwrap_or_default()
+                    ),
+                    _ => String::new(),
+                };
+                let singular = field.trim_end_matches('s');
+                self.problems.push(format!(
+                    "{at}: {title}: {whose}{singular} {key} is {} ({}), but {field} must be strings{fix}",
+                    type_name(value),
+                    if value.is_object() || value.is_array() {
+                        "not a scalar".to_owned()
+                    } else {
+                        value.to_string()
+                    }
+                ));
+            }
+        }
+        ok
     }
 }

@@ -12,6 +12,7 @@ mod commands;
 mod dotenv;
 mod inject;
 mod policy;
+mod yaml11;
 
 use std::process::ExitCode;
 
