@@ -724,3 +724,251 @@ fn generated_manifests_round_trip_through_every_reader() {
         assert_round_trip(&format!("case {n}"), input, output, back);
     }
 }
+
+// ---- the same pods through the webhook -------------------------------------
+
+/// The injector binary (target/debug/sidekey-injector, built with the
+/// workspace, as tests/tests/whole_life.rs runs it), serving HTTPS on a
+/// free port with a certificate made now by rcgen; requests go through
+/// curl, which checks the certificate against the test CA.
+struct Webhook {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "inject-test-ca");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        leaf.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf");
+        std::fs::write(dir.path().join("ca.crt"), ca_cert.pem()).expect("write");
+        std::fs::write(dir.path().join("tls.crt"), leaf_cert.pem()).expect("write");
+        std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).expect("write");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let bin = std::env::current_exe()
+            .expect("test executable")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("sidekey-injector");
+        let child = Command::new(&bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .arg("--audit")
+            .arg(format!("file:{}", dir.path().join("audit.jsonl").display()))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("injector.err")).expect("log"),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (cargo build -p sidekey-injector, or cargo test --workspace, builds it)",
+                    bin.display()
+                )
+            });
+        let mut webhook = Webhook { dir, port, child };
+        // Ready when /readyz answers (bounded: 300 tries).
+        for _ in 0..300 {
+            if webhook
+                .curl(&["-fsS", &webhook.url("/readyz")], None)
+                .status
+                .success()
+            {
+                return webhook;
+            }
+            if let Ok(Some(status)) = webhook.child.try_wait() {
+                let err = std::fs::read_to_string(webhook.dir.path().join("injector.err"))
+                    .unwrap_or_default();
+                panic!("the injector exited ({status}): {err}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the injector never became ready");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn curl(&self, args: &[&str], body: Option<&Path>) -> std::process::Output {
+        let mut cmd = Command::new("curl");
+        cmd.arg("--cacert")
+            .arg(self.dir.path().join("ca.crt"))
+            .args(args);
+        if let Some(b) = body {
+            cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+        }
+        cmd.output().expect("curl")
+    }
+
+    /// The pod as the webhook patches it (the patch applied here).
+    fn admit(&self, pod: &Value) -> Value {
+        use base64::Engine as _;
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "inject-0001",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": NAMESPACE,
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod,
+                "dryRun": false
+            }
+        });
+        let body = self.dir.path().join("review.json");
+        std::fs::write(&body, review.to_string()).expect("write review");
+        let out = self.curl(
+            &[
+                "-fsS",
+                "-H",
+                "Content-Type: application/json",
+                &self.url("/mutate"),
+            ],
+            Some(&body),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("review answer");
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], json!(true), "{response}");
+        let patch = response["patch"].as_str().expect("a patch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .expect("base64");
+        let patch: sidekey_patch::json_patch::Patch =
+            serde_json::from_slice(&bytes).expect("JSON Patch");
+        sidekey_patch::apply(pod, &patch).expect("the patch applies")
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every (input template, output template) pair of opted-in workloads,
+/// Lists walked.
+fn templates(input: &Value, output: &Value, out: &mut Vec<(Value, Value)>) {
+    let kind = input["kind"].as_str().unwrap_or("");
+    if kind == "List" {
+        for (i, o) in input["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(output["items"].as_array().into_iter().flatten())
+        {
+            templates(i, o, out);
+        }
+        return;
+    }
+    let pointer = match kind {
+        "Pod" => "",
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => "/spec/template",
+        "CronJob" => "/spec/jobTemplate/spec/template",
+        _ => return,
+    };
+    let (Some(i), Some(o)) = (input.pointer(pointer), output.pointer(pointer)) else {
+        return;
+    };
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": i.get("metadata").cloned().unwrap_or(json!({})),
+        "spec": i["spec"].clone()});
+    if pointer.is_empty() {
+        pod["metadata"] = input["metadata"].clone();
+    } else {
+        let base = input["metadata"]["name"]
+            .as_str()
+            .or(input["metadata"]["generateName"].as_str())
+            .unwrap_or("pod")
+            .trim_end_matches('-');
+        pod["metadata"]["generateName"] = json!(format!("{base}-"));
+    }
+    pod["metadata"]["namespace"] = json!(NAMESPACE);
+    out.push((pod, o.clone()));
+}
+
+#[test]
+fn corpus_pods_through_the_webhook_equal_the_inject_output_and_validate() {
+    let webhook = Webhook::start();
+    let mut cases = Vec::new();
+    let mut outputs = Vec::new();
+    for name in PASSING {
+        let path = corpus(name);
+        let run = inject(&path, &["--output", "json"]);
+        assert_eq!(run.status, 0, "{name}: {}", run.stderr);
+        let got: Value = serde_json::from_str(&run.stdout).expect("json");
+        // Several documents come as a v1 List of them.
+        outputs.push(if got["kind"] == "List" {
+            got["items"].as_array().cloned().expect("items")
+        } else {
+            vec![got]
+        });
+        cases.push((std::fs::read_to_string(&path).expect("read"), String::new()));
+    }
+    let backs = read_back(&cases);
+    let mut pods = Vec::new();
+    let mut stream = String::new();
+    for ((name, back), output) in PASSING.iter().zip(&backs).zip(&outputs) {
+        assert_eq!(back.input.len(), output.len(), "{name}");
+        let mut pairs = Vec::new();
+        for (i, o) in back.input.iter().zip(output) {
+            templates(i, o, &mut pairs);
+        }
+        assert!(!pairs.is_empty(), "{name}");
+        for (pod, template) in pairs {
+            let patched = webhook.admit(&pod);
+            assert_eq!(patched["spec"], template["spec"], "{name}: spec");
+            assert_eq!(
+                patched["metadata"]["annotations"], template["metadata"]["annotations"],
+                "{name}: annotations"
+            );
+            stream.push_str("---\n");
+            stream.push_str(&serde_json::to_string(&patched).expect("json"));
+            stream.push('\n');
+            pods.push(patched);
+        }
+    }
+    // Pods with generateName only: validate() gives them a name.
+    validate(&stream, "webhook-pods.yaml");
+    assert!(pods.len() >= 9, "{}", pods.len());
+}
