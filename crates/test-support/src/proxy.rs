@@ -92,6 +92,91 @@ impl FaultRule {
     }
 }
 
+/// A token bucket for a family of operations: AWS's per-account request
+/// rate. A request of the family takes a token; with none left it is
+/// answered HTTP 400 `{"__type":"ThrottlingException","message":"Rate
+/// exceeded"}` (what SSM and KMS answer) and never reaches moto.
+#[derive(Debug, Clone)]
+struct RateLimit {
+    /// A name for the family (counts of throttled calls are kept by it).
+    family: String,
+    /// The operations it covers (as [`FaultRule::on`] matches them).
+    operations: Vec<String>,
+    /// Tokens added per second.
+    rate: f64,
+    /// Tokens the bucket holds at most (and starts with).
+    burst: f64,
+}
+
+impl RateLimit {
+    /// `rate` requests per second with a burst of `burst`, for `operations`.
+    fn new(family: &str, operations: &[&str], rate: f64, burst: u32) -> RateLimit {
+        RateLimit {
+            family: family.to_owned(),
+            operations: operations.iter().map(|o| (*o).to_owned()).collect(),
+            rate,
+            burst: f64::from(burst),
+        }
+    }
+
+    /// SSM's reads: `GetParametersByPath`, `GetParameters`, `GetParameter`.
+    fn ssm_reads(rate: f64, burst: u32) -> RateLimit {
+        RateLimit::new(
+            "ssm-get",
+            &["GetParametersByPath", "GetParameters", "GetParameter"],
+            rate,
+            burst,
+        )
+    }
+
+    /// KMS's cryptographic operations the agent and CLI use.
+    fn kms_crypto(rate: f64, burst: u32) -> RateLimit {
+        RateLimit::new(
+            "kms-crypto",
+            &["Decrypt", "GenerateDataKey", "Encrypt"],
+            rate,
+            burst,
+        )
+    }
+
+    fn covers(&self, operation: &str, target: Option<&str>) -> bool {
+        self.operations
+            .iter()
+            .any(|op| op == operation || Some(op.as_str()) == target)
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit, now: std::time::Instant) -> Bucket {
+        Bucket {
+            tokens: limit.burst,
+            limit,
+            last: now,
+        }
+    }
+
+    /// Refills for the time since the last call, then takes a token if
+    /// there is one.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.limit.rate).min(self.limit.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Calls per operation (after the last '.'), faulted ones included.
@@ -99,19 +184,44 @@ struct State {
     /// Calls per whole `X-Amz-Target` value.
     targets: BTreeMap<String, u64>,
     rules: Vec<FaultRule>,
+    /// Token buckets, tried after the rules.
+    buckets: Vec<Bucket>,
+    /// Calls answered `ThrottlingException` by a bucket, per family.
+    throttled: BTreeMap<String, u64>,
 }
 
 impl State {
     /// Counts the call and picks the fault for it, spending the rule's budget.
     fn record(&mut self, operation: &str, target: Option<&str>) -> Option<Fault> {
+        self.record_at(operation, target, std::time::Instant::now())
+    }
+
+    fn record_at(
+        &mut self,
+        operation: &str,
+        target: Option<&str>,
+        now: std::time::Instant,
+    ) -> Option<Fault> {
         *self.operations.entry(operation.to_owned()).or_default() += 1;
         if let Some(target) = target {
             *self.targets.entry(target.to_owned()).or_default() += 1;
         }
-        let rule = self
+        let Some(rule) = self
             .rules
             .iter_mut()
-            .find(|r| r.times != Some(0) && r.matches(operation, target))?;
+            .find(|r| r.times != Some(0) && r.matches(operation, target))
+        else {
+            for bucket in &mut self.buckets {
+                if bucket.limit.covers(operation, target) && !bucket.take(now) {
+                    *self
+                        .throttled
+                        .entry(bucket.limit.family.clone())
+                        .or_default() += 1;
+                    return Some(Fault::Throttle);
+                }
+            }
+            return None;
+        };
         if let Some(n) = rule.times.as_mut() {
             *n -= 1;
         }
@@ -232,6 +342,47 @@ impl FaultProxy {
         let mut state = self.state();
         state.operations.clear();
         state.targets.clear();
+        state.throttled.clear();
+    }
+
+    /// Adds a token bucket named `family` for `operations` (as
+    /// [`FaultRule::on`] matches them): `rate` requests per second, at most
+    /// `burst` at once (it starts full). A request with no token left is
+    /// answered HTTP 400 `{"__type":"ThrottlingException","message":"Rate
+    /// exceeded"}`, as SSM and KMS answer, and never reaches moto. A
+    /// request takes a token from every bucket covering it, and is
+    /// throttled by the first one that is empty. Rules added with
+    /// [`FaultProxy::inject`] are tried first; a request a rule fires for
+    /// takes no token.
+    pub fn limit(&self, family: &str, operations: &[&str], rate: f64, burst: u32) {
+        self.add_bucket(RateLimit::new(family, operations, rate, burst));
+    }
+
+    /// A bucket `"ssm-get"` for SSM's reads (`GetParametersByPath`,
+    /// `GetParameters`, `GetParameter`).
+    pub fn limit_ssm_reads(&self, rate: f64, burst: u32) {
+        self.add_bucket(RateLimit::ssm_reads(rate, burst));
+    }
+
+    /// A bucket `"kms-crypto"` for KMS `Decrypt`, `GenerateDataKey` and
+    /// `Encrypt`.
+    pub fn limit_kms(&self, rate: f64, burst: u32) {
+        self.add_bucket(RateLimit::kms_crypto(rate, burst));
+    }
+
+    fn add_bucket(&self, limit: RateLimit) {
+        let now = std::time::Instant::now();
+        self.state().buckets.push(Bucket::new(limit, now));
+    }
+
+    /// Removes every token bucket.
+    pub fn clear_limits(&self) {
+        self.state().buckets.clear();
+    }
+
+    /// Calls a bucket of `family` answered `ThrottlingException`.
+    pub fn throttled(&self, family: &str) -> u64 {
+        self.state().throttled.get(family).copied().unwrap_or(0)
     }
 
     /// Adds a rule after the existing ones.
@@ -436,6 +587,73 @@ mod tests {
         assert_eq!(state.operations["Decrypt"], 3);
         assert_eq!(state.operations[OTHER], 1);
         assert_eq!(state.targets["TrentService.Decrypt"], 3);
+    }
+
+    #[test]
+    fn a_bucket_throttles_past_its_burst_and_refills_at_its_rate() {
+        let start = std::time::Instant::now();
+        let mut state = State::default();
+        state
+            .buckets
+            .push(Bucket::new(RateLimit::ssm_reads(10.0, 3), start));
+        let by_path = Some("AmazonSSM.GetParametersByPath");
+        // The burst: three calls pass, the fourth is throttled.
+        for _ in 0..3 {
+            assert!(state
+                .record_at("GetParametersByPath", by_path, start)
+                .is_none());
+        }
+        assert!(matches!(
+            state.record_at("GetParameters", Some("AmazonSSM.GetParameters"), start),
+            Some(Fault::Throttle)
+        ));
+        // Other operations are not covered.
+        assert!(state
+            .record_at("Decrypt", Some("TrentService.Decrypt"), start)
+            .is_none());
+        // 10/s: a token every 100 ms, never more than the burst.
+        let later = start + Duration::from_millis(150);
+        assert!(state
+            .record_at("GetParametersByPath", by_path, later)
+            .is_none());
+        assert!(matches!(
+            state.record_at("GetParametersByPath", by_path, later),
+            Some(Fault::Throttle)
+        ));
+        let much_later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(state
+                .record_at("GetParametersByPath", by_path, much_later)
+                .is_none());
+        }
+        assert!(state
+            .record_at("GetParametersByPath", by_path, much_later)
+            .is_some());
+        assert_eq!(state.throttled["ssm-get"], 3);
+        // Throttled calls are counted as calls.
+        assert_eq!(state.operations["GetParametersByPath"], 9);
+    }
+
+    #[test]
+    fn rules_fire_before_buckets_and_take_no_token() {
+        let now = std::time::Instant::now();
+        let mut state = State::default();
+        state
+            .buckets
+            .push(Bucket::new(RateLimit::kms_crypto(1.0, 1), now));
+        state
+            .rules
+            .push(FaultRule::on("Decrypt", Fault::ServerError).times(1));
+        let t = Some("TrentService.Decrypt");
+        assert!(matches!(
+            state.record_at("Decrypt", t, now),
+            Some(Fault::ServerError)
+        ));
+        assert!(state.record_at("Decrypt", t, now).is_none());
+        assert!(matches!(
+            state.record_at("Decrypt", t, now),
+            Some(Fault::Throttle)
+        ));
     }
 
     #[test]
