@@ -264,7 +264,7 @@ pub struct RestartAfter {
     #[arg(long, requires = "restart")]
     pub include_refresh: bool,
     /// With --restart: workloads rolled at a time
-    #[arg(long, requires = "restart", default_value_t = 5, value_name = "N")]
+    #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_in_flight: usize,
 }
 

@@ -56,6 +56,7 @@ struct Ctx {
     actor: String,
     output: Output,
     backend: &'static str,
+    timeout: std::time::Duration,
 }
 
 fn usage<E: std::fmt::Display>(e: E) -> Failure {
@@ -125,6 +126,7 @@ impl Ctx {
                 Backend::Ssm => "ssm",
                 Backend::File(_) => "file",
             },
+            timeout,
         })
     }
 
@@ -167,6 +169,7 @@ impl Ctx {
                 service,
                 key,
                 source,
+                restart,
             } => {
                 let (env, service, key) = names(&env, &service, &key)?;
                 let value = read_value(&source)?;
@@ -190,7 +193,53 @@ impl Ctx {
                     &PutOptions::default(),
                     "rotate",
                 )
-                .await
+                .await?;
+                let scope = crate::status::Scope {
+                    environment: env,
+                    service: Some(service),
+                    key: Some(key),
+                };
+                self.after_write(&scope, &restart).await
+            }
+            Command::Status {
+                env,
+                service,
+                namespace,
+            } => {
+                let scope = crate::status::Scope {
+                    environment: env_name(&env)?,
+                    service: service
+                        .map(|s| Service::parse(&s))
+                        .transpose()
+                        .map_err(usage)?,
+                    key: None,
+                };
+                crate::status::run(&self.store, &scope, namespace.as_deref(), self.output).await
+            }
+            Command::Restart {
+                env,
+                service,
+                dry_run,
+                wait,
+                include_refresh,
+                max_in_flight,
+            } => {
+                let scope = crate::status::Scope {
+                    environment: env_name(&env)?,
+                    service: service
+                        .map(|s| Service::parse(&s))
+                        .transpose()
+                        .map_err(usage)?,
+                    key: None,
+                };
+                let options = crate::restart::Options {
+                    dry_run,
+                    wait,
+                    timeout: self.timeout,
+                    include_refresh,
+                    max_in_flight,
+                };
+                self.restart(&scope, &options).await
             }
             Command::Get {
                 env,
@@ -261,7 +310,11 @@ impl Ctx {
                 let service = Service::parse(&service).map_err(usage)?;
                 self.export(&env, &service, format).await
             }
-            Command::Rekey { env, service } => {
+            Command::Rekey {
+                env,
+                service,
+                restart,
+            } => {
                 let env = env_name(&env)?;
                 let service = Service::parse(&service).map_err(usage)?;
                 let mut pending = self.pending("rekey", &env);
@@ -274,7 +327,14 @@ impl Ctx {
                         written.len()
                     );
                 });
-                self.close(pending, result.map_err(store_failure))
+                self.close(pending, result.map_err(store_failure))?;
+                // A rekey writes new versions of every key of the service.
+                let scope = crate::status::Scope {
+                    environment: env,
+                    service: Some(service),
+                    key: None,
+                };
+                self.after_write(&scope, &restart).await
             }
             Command::Exec {
                 env,
@@ -292,6 +352,42 @@ impl Ctx {
                 Err(Failure::failed("internal: not a store command"))
             }
         }
+    }
+
+    /// After rotate or rekey: `--restart` rolls the workloads using what was
+    /// written; without it, a hint on standard error when a kubeconfig is there.
+    async fn after_write(
+        &mut self,
+        scope: &crate::status::Scope,
+        restart: &crate::args::RestartAfter,
+    ) -> Result<(), Failure> {
+        if !restart.restart {
+            crate::restart::hint(&self.store, scope).await;
+            return Ok(());
+        }
+        let options = crate::restart::Options {
+            dry_run: false,
+            wait: restart.wait,
+            timeout: self.timeout,
+            include_refresh: restart.include_refresh,
+            max_in_flight: restart.max_in_flight,
+        };
+        self.restart(scope, &options).await
+    }
+
+    async fn restart(
+        &mut self,
+        scope: &crate::status::Scope,
+        options: &crate::restart::Options,
+    ) -> Result<(), Failure> {
+        let who = crate::restart::Actor {
+            audit: &mut self.audit,
+            actor: &self.actor,
+            output: self.output,
+        };
+        crate::restart::run(&self.store, scope, options, who)
+            .await
+            .map(|_| ())
     }
 
     async fn write(

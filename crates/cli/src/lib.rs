@@ -8,10 +8,13 @@
 
 mod args;
 mod audit;
+mod cluster;
 mod commands;
 mod dotenv;
 mod inject;
 mod policy;
+mod restart;
+mod status;
 mod yaml11;
 
 use std::process::ExitCode;
