@@ -329,6 +329,7 @@ const PASSING: &[&str] = &[
     "merge-keys.yaml",
     "list-and-rc.yaml",
     "generate-name.yaml",
+    "windows-args-mixed.yaml",
 ];
 
 #[test]
@@ -519,6 +520,47 @@ fn every_problem_of_every_document_is_listed_and_nothing_is_printed() {
     assert!(!run.stderr.contains("document 2"), "{}", run.stderr);
     assert!(!run.stderr.contains("line 1 column"), "{}", run.stderr);
     assert!(!run.stderr.contains("Job ?"), "{}", run.stderr);
+}
+
+#[test]
+fn windows_pods_are_denied_and_args_only_and_mixed_image_pods_are_injected() {
+    let run = inject(&corpus("windows.yaml"), &[]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    for part in [
+        "windows.yaml document 1: Deployment win-os: denied in namespace staging: the pod runs on Windows (spec.os.name is windows)",
+        "windows.yaml document 2: Pod win-selector: denied in namespace staging: the pod runs on Windows (its nodeSelector kubernetes.io/os is windows)",
+        "2 problems in",
+    ] {
+        assert!(run.stderr.contains(part), "{part}\n{}", run.stderr);
+    }
+    let (run, docs) = read_output("windows-args-mixed.yaml");
+    assert!(
+        run.stderr.contains("Deployment args-only: injected"),
+        "{}",
+        run.stderr
+    );
+    let app = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        app["command"],
+        json!(["/sidekey/bin/sidekey-agent", "exec", "--"])
+    );
+    assert_eq!(app["args"], json!(["/app", "--port", "8080"]));
+    let containers = &docs[1]["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["command"],
+        json!(["/sidekey/bin/sidekey-agent", "exec", "--", "/web", "serve"])
+    );
+    assert_eq!(containers[0]["args"], json!(["--port", "8080"]));
+    assert_eq!(
+        containers[1]["command"],
+        json!([
+            "/sidekey/bin/sidekey-agent",
+            "exec",
+            "--",
+            "/usr/bin/worker"
+        ])
+    );
 }
 
 // ---- generated manifests -------------------------------------------------
