@@ -107,6 +107,10 @@ pub const QUEUE: usize = 1024;
 /// The most records written at once.
 pub const MAX_BATCH: usize = 256;
 
+/// How many times the writer thread yields, looking for more records,
+/// before it sleeps.
+const SPINS: usize = 4;
+
 /// The largest batch buffer kept for reuse.
 const KEPT_BUFFER: usize = 64 * 1024;
 
@@ -359,7 +363,16 @@ impl Writer {
                 let mut batch = Vec::new();
                 // Each written record's seq and its review.
                 let mut waiting: Vec<(u64, oneshot::Sender<Result<(), Lost>>)> = Vec::new();
-                while let Some(first) = jobs.blocking_recv() {
+                // A record taken while waiting for more, for the next batch.
+                let mut carried: Option<Job> = None;
+                loop {
+                    let first = match carried.take() {
+                        Some(job) => job,
+                        None => match jobs.blocking_recv() {
+                            Some(job) => job,
+                            None => break,
+                        },
+                    };
                     let mut next = Some(first);
                     while let Some(job) = next.take() {
                         let seq = chain.next_seq();
@@ -403,6 +416,17 @@ impl Writer {
                     batch.clear();
                     if batch.capacity() > KEPT_BUFFER {
                         batch = Vec::new();
+                    }
+                    // Before sleeping (and making the next review wake this
+                    // thread), give the runtime's threads a few turns to
+                    // queue more: under load the next batch is then taken
+                    // without a wake-up each.
+                    for _ in 0..SPINS {
+                        std::thread::yield_now();
+                        if let Ok(job) = jobs.try_recv() {
+                            carried = Some(job);
+                            break;
+                        }
                     }
                 }
             }
