@@ -169,7 +169,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 pub async fn open_store(config: &Config) -> Result<Store, Failure> {
     let (params, keys) = match config.backend() {
         Backend::Ssm => {
-            let http = http::client(config.ca_file().map(|p| p.as_path()))?;
+            let http = audit::count_calls(http::client(config.ca_file().map(|p| p.as_path()))?);
             let sdk = sidekey_store::aws_config_with(config.aws(), http).await;
             if sdk.region().is_none() {
                 return Err(ConfigError::new(
