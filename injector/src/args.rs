@@ -106,6 +106,9 @@ pub struct Args {
     #[arg(long, env = "SIDEKEY_INJECTOR_RELOAD_INTERVAL", default_value = "1s",
           value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub reload_interval: Duration,
+
+    #[command(flatten)]
+    pub self_managed: crate::self_managed::SelfManagedArgs,
 }
 
 /// A setting that cannot be used: the process exits 64 with this one line.

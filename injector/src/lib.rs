@@ -14,6 +14,8 @@
 //! - [`server`]: the TLS listener (HTTP/2 and HTTP/1.1), the limits that
 //!   bound memory whatever callers do (connections, body bytes in flight,
 //!   timeouts) and graceful shutdown.
+//! - [`self_managed`]: `--self-managed-tls`: the CA and serving certificate
+//!   kept in a Secret (compare-and-swap), the webhook's `caBundle` patched.
 //! - [`metrics`], [`audit`], [`args`]; logging is `sidekey_logging`'s.
 //!
 //! A review body is never logged (a pod's env values may be secrets): logs
@@ -27,6 +29,7 @@ pub mod args;
 pub mod audit;
 pub mod metrics;
 pub mod review;
+pub mod self_managed;
 pub mod server;
 pub mod service;
 pub mod tls;
