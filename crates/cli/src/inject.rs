@@ -152,6 +152,27 @@ fn title(doc: &Value) -> String {
     format!("{kind} {name}")
 }
 
+/// What the user may have written instead of the value shown.
+fn hint(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => {
+            " (or the word as written: YAML 1.1 reads unquoted yes/no/on/off/y/n as booleans)"
+        }
+        Value::Number(_) => {
+            " (or the digits as written: YAML 1.1 reads an unquoted 0755 as the octal 493)"
+        }
+        _ => "",
+    }
+}
+
+/// A scalar as text (what to put between quotes).
+fn plain_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// " at line N column M" of the internal JSON rendering is no use to a
 /// reader of the YAML file: cut it.
 fn without_position(message: &str) -> String {
@@ -186,6 +207,7 @@ impl Run<'_> {
         if !pointer.is_empty() {
             ok &= self.strings_only(&template["metadata"], at, &title, "pod template ");
         }
+        ok &= self.container_types(&template["spec"], at, &title);
         if !ok {
             return doc;
         }
@@ -291,6 +313,68 @@ impl Run<'_> {
         }
     }
 
+    /// The container fields YAML 1.1 most often turns into something else
+    /// (`command`/`args` items, `env` values: `yes`, `8080`, `0755` written
+    /// plain) must be strings: one problem for each that is not, naming the
+    /// container and the field, with the fix.
+    fn container_types(&mut self, spec: &Value, at: &str, title: &str) -> bool {
+        let mut ok = true;
+        for list in ["initContainers", "containers", "ephemeralContainers"] {
+            let Some(containers) = spec[list].as_array() else {
+                if !spec[list].is_null() {
+                    self.problems.push(format!(
+                        "{at}: {title}: spec.{list} is {}, not a list of containers",
+                        type_name(&spec[list])
+                    ));
+                    ok = false;
+                }
+                continue;
+            };
+            for (i, c) in containers.iter().enumerate() {
+                let name = c["name"]
+                    .as_str()
+                    .map(|n| format!("container {n:?}"))
+                    .unwrap_or_else(|| format!("{list}[{i}]"));
+                if !c.is_object() {
+                    self.problems.push(format!(
+                        "{at}: {title}: spec.{list}[{i}] is {}, not a container",
+                        type_name(c)
+                    ));
+                    ok = false;
+                    continue;
+                }
+                for field in ["command", "args"] {
+                    for (j, item) in c[field].as_array().into_iter().flatten().enumerate() {
+                        if !item.is_string() {
+                            ok = false;
+                            self.problems.push(format!(
+                                "{at}: {title}: {name} {field}[{j}] is {} ({item}), but {field} must be strings; quote it: \"{}\"{}",
+                                type_name(item),
+                                plain_text(item),
+                                hint(item)
+                            ));
+                        }
+                    }
+                }
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let value = &e["value"];
+                    if value.is_null() || value.is_string() {
+                        continue;
+                    }
+                    ok = false;
+                    let var = e["name"].as_str().unwrap_or("?");
+                    self.problems.push(format!(
+                        "{at}: {title}: {name} env {var} value is {} ({value}), but env values must be strings; quote it: value: \"{}\"{}",
+                        type_name(value),
+                        plain_text(value),
+                        hint(value)
+                    ));
+                }
+            }
+        }
+        ok
+    }
+
     /// Annotations and labels must be strings (the API refuses anything
     /// else): one problem for each that is not, with the fix.
     fn strings_only(&mut self, meta: &Value, at: &str, title: &str, whose: &str) -> bool {
@@ -322,6 +406,7 @@ impl Run<'_> {
                     ),
                     _ => String::new(),
                 };
+                let fix = format!("{fix}{}", hint(value));
                 let singular = field.trim_end_matches('s');
                 self.problems.push(format!(
                     "{at}: {title}: {whose}{singular} {key} is {} ({}), but {field} must be strings{fix}",

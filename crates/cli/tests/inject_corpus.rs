@@ -512,7 +512,9 @@ fn every_problem_of_every_document_is_listed_and_nothing_is_printed() {
         "multi-doc-denied.yaml document 3: Deployment wrong-env: denied in namespace staging [sidekey.io/environment]",
         "multi-doc-denied.yaml document 4: Deployment unquoted: pod template annotation sidekey.io/inject is a boolean (true), but annotations must be strings; quote it: sidekey.io/inject: \"true\"",
         "multi-doc-denied.yaml document 5: Job no-command-*: denied",
-        "3 problems in",
+        "multi-doc-denied.yaml document 6: Deployment unquoted-env: container \"app\" command[2] is a number (8080), but command must be strings; quote it: \"8080\"",
+        "multi-doc-denied.yaml document 6: Deployment unquoted-env: container \"app\" env VERBOSE value is a boolean (true), but env values must be strings; quote it: value: \"true\" (or the word as written",
+        "5 problems in",
         "nothing printed",
     ] {
         assert!(run.stderr.contains(part), "{part}\n{}", run.stderr);
