@@ -1,5 +1,5 @@
 //! `sidekey inject`: the injector's planner, offline. Reads manifests the way
-//! Kubernetes does (YAML 1.1 scalars, merge keys: see [`crate::yaml11`]),
+//! Kubernetes does (YAML 1.1 scalars, merge keys: see the `yaml11` module),
 //! plans the pod template of every workload (Pod, Deployment, StatefulSet,
 //! DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, and the items
 //! of a `List`, recursively) exactly as the webhook would for `--namespace`,
