@@ -109,6 +109,46 @@ pub struct Args {
 
     #[command(flatten)]
     pub self_managed: crate::self_managed::SelfManagedArgs,
+
+    /// Read the ENTRYPOINT and CMD of target containers without a
+    /// `command` from their image's registry (OCI distribution API), as the
+    /// container runtime would; without it such containers need
+    /// `sidekey.io/command`. Anonymous first, then `--registry-auth`.
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_LOOKUP")]
+    pub registry_lookup: bool,
+
+    /// Longest time the registry lookups of one review may take together
+    /// (the webhook's own timeout is 5 s); past it the pod is denied.
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_BUDGET", default_value = "2s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub registry_budget: Duration,
+
+    /// How long an image tag's config is reused before it is read again (a
+    /// digest's is kept until evicted).
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_TAG_TTL", default_value = "5m",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub registry_tag_ttl: Duration,
+
+    /// Most image configs cached (least recently used out).
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_CACHE", default_value_t = sidekey_registry::DEFAULT_CACHE_ENTRIES,
+          value_name = "N")]
+    pub registry_cache: usize,
+
+    /// PEM bundle of CA certificates trusted for registries, besides the
+    /// system's (a private registry's CA). TLS is always verified.
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_CA", value_name = "FILE")]
+    pub registry_ca: Option<PathBuf>,
+
+    /// Registry credentials: a Docker config.json (`{"auths": {HOST:
+    /// {"auth": BASE64(user:password)}}}`), e.g. a mounted
+    /// `kubernetes.io/dockerconfigjson` Secret.
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_AUTH", value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+
+    /// A registry (`HOST:PORT`) spoken to over plain HTTP; loopback only
+    /// (tests). Repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry_insecure: Vec<String>,
 }
 
 /// A setting that cannot be used: the process exits 64 with this one line.
@@ -142,6 +182,46 @@ pub enum SettingsError {
     BodyBudget { min: usize, got: usize },
     #[error("--{0} must be more than zero")]
     ZeroTimeout(&'static str),
+    #[error("--registry-ca {path}: {reason}")]
+    RegistryCa { path: PathBuf, reason: String },
+    #[error("--registry-auth: {0}")]
+    RegistryAuth(#[source] sidekey_registry::CredentialsError),
+    #[error("--registry-insecure: {0}")]
+    Registry(#[source] sidekey_registry::SettingsError),
+}
+
+fn registry_from_args(args: &Args) -> Result<sidekey_registry::Registry, SettingsError> {
+    if args.registry_budget.is_zero() {
+        return Err(SettingsError::ZeroTimeout("registry-budget"));
+    }
+    let ca_bundle = match &args.registry_ca {
+        Some(path) => std::fs::read(path).map_err(|e| SettingsError::RegistryCa {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
+    let credentials = match &args.registry_auth {
+        Some(path) => {
+            sidekey_registry::Credentials::from_file(path).map_err(SettingsError::RegistryAuth)?
+        }
+        None => sidekey_registry::Credentials::none(),
+    };
+    sidekey_registry::Registry::new(sidekey_registry::Settings {
+        budget: args.registry_budget,
+        tag_ttl: args.registry_tag_ttl,
+        cache_entries: args.registry_cache,
+        ca_bundle,
+        insecure: args.registry_insecure.clone(),
+        credentials,
+    })
+    .map_err(|e| match e {
+        sidekey_registry::SettingsError::EmptyCaBundle => SettingsError::RegistryCa {
+            path: args.registry_ca.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        },
+        e => SettingsError::Registry(e),
+    })
 }
 
 /// Parses a byte count: digits, optionally followed by `Ki`, `Mi` or `Gi`.
@@ -186,6 +266,8 @@ pub struct Settings {
     pub body_budget: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// The registry lookup (`--registry-lookup`).
+    pub registry: Option<std::sync::Arc<sidekey_registry::Registry>>,
 }
 
 impl Settings {
@@ -240,7 +322,13 @@ impl Settings {
         if args.idle_timeout.is_zero() {
             return Err(SettingsError::ZeroTimeout("idle-timeout"));
         }
+        let registry = if args.registry_lookup {
+            Some(std::sync::Arc::new(registry_from_args(args)?))
+        } else {
+            None
+        };
         Ok(Settings {
+            registry,
             listen: args.listen,
             metrics_listen: args.metrics_listen,
             tls_cert: args.tls_cert.clone(),

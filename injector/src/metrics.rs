@@ -461,6 +461,53 @@ fn escape_label(s: &str) -> String {
     out
 }
 
+/// Appends the registry lookup's metrics (`--registry-lookup`) to a
+/// [`Metrics::render`] text.
+pub fn render_registry(out: &mut String, stats: &sidekey_registry::Stats) {
+    use std::fmt::Write as _;
+    let counters = [
+        (
+            "sidekey_injector_image_lookups_total",
+            "Image configs asked of the registry lookup (one per container without a command).",
+            stats.lookups(),
+        ),
+        (
+            "sidekey_injector_image_lookup_cache_hits_total",
+            "Image lookups answered from the cache.",
+            stats.cache_hits(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "sidekey_injector_image_lookup_failures_total";
+    let _ = writeln!(out, "# HELP {name} Image lookups that failed, by reason.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for r in sidekey_registry::FailureReason::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"{}\"}} {}",
+            r.as_str(),
+            stats.failures(r)
+        );
+    }
+    let name = "sidekey_injector_image_lookup_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to read one image config from its registry (cache misses)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let (buckets, sum, count) = stats.latency();
+    for (le, n) in sidekey_registry::LATENCY_BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

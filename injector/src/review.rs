@@ -36,7 +36,10 @@ use serde_json::value::RawValue;
 use sidekey_audit::{Event, Outcome, SecretRef};
 use sidekey_model::Selector;
 pub use sidekey_patch::describe_json_error;
-use sidekey_patch::{Config, Decision, Denial, Plan, PodView, Request, Resolution, Text};
+use sidekey_patch::{
+    Config, Decision, Denial, ImageConfig, ImageConfigs, Plan, PodView, Request, Resolution, Text,
+};
+use sidekey_registry::{LookupError, Need, Platform};
 
 use crate::metrics::ReviewOutcome;
 
@@ -158,8 +161,61 @@ struct UserIn<'a> {
     username: Option<Text<'a>>,
 }
 
+/// Image configs looked up in their registries for the containers
+/// without a `command` ([`image_needs`]), by container name.
+pub type Looked = std::collections::BTreeMap<String, Result<ImageConfig, LookupError>>;
+
+/// What to look up before [`review_with_images`]: the images of the
+/// containers whose image config the planner would use, and the platform
+/// the pod's node selector asks for. `None` for a body that is not a pod
+/// CREATE needing any (the review then answers without a lookup).
+pub fn image_needs(body: &[u8], config: &Config) -> Option<(Vec<Need>, Platform)> {
+    let body = std::str::from_utf8(body).ok()?;
+    let envelope = serde_json::from_str::<ReviewIn<'_, PodView<'_>>>(body).ok()?;
+    let req = envelope.request?;
+    if *req.operation != *"CREATE" || !req.kind.group.is_empty() || *req.kind.kind != *"Pod" {
+        return None;
+    }
+    let pod = req.object?;
+    let namespace = req.namespace.as_deref().filter(|n| !n.is_empty()).or(pod
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty()))?;
+    let user = req.user_info.as_ref().and_then(|u| u.username.as_deref());
+    let request = Request { namespace, user };
+    let needs: Vec<Need> = sidekey_patch::image_lookups(&pod, &request, config)
+        .into_iter()
+        .filter_map(|l| {
+            Some(Need {
+                container: l.container.to_owned(),
+                image: l.image?.to_owned(),
+            })
+        })
+        .collect();
+    if needs.is_empty() {
+        return None;
+    }
+    let platform = Platform::from_node_selector(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_selector.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    Some((needs, platform))
+}
+
 /// Reviews one body against `config`.
 pub fn review(body: &[u8], config: &Config) -> Reviewed {
+    review_with_images(body, config, &Looked::new())
+}
+
+/// [`review`], with the image configs looked up for its containers
+/// without a `command` ([`image_needs`]): a failed lookup denies the pod
+/// with the registry's answer and the fix.
+pub fn review_with_images(body: &[u8], config: &Config, looked: &Looked) -> Reviewed {
     // JSON text is UTF-8: checked once here, so the parser need not check
     // each string it borrows.
     let Ok(body) = std::str::from_utf8(body) else {
@@ -215,7 +271,7 @@ pub fn review(body: &[u8], config: &Config) -> Reviewed {
     let Some(request) = envelope.request else {
         return bad_request("the AdmissionReview has no request".to_owned());
     };
-    review_request(request, object_error, config)
+    review_request(request, object_error, config, looked)
 }
 
 /// `object_error`: why the object could not be read as a pod, when it
@@ -224,6 +280,7 @@ fn review_request(
     req: RequestIn<'_, PodView<'_>>,
     object_error: Option<sidekey_patch::PodError>,
     config: &Config,
+    looked: &Looked,
 ) -> Reviewed {
     let mut event = Event::new(AUDIT_EVENT);
     event.namespace = req.namespace.as_deref().map(bounded);
@@ -294,8 +351,26 @@ fn review_request(
         namespace,
         user: event.actor.as_deref(),
     };
+    let failed: Vec<Denial> = looked
+        .iter()
+        .filter_map(|(container, r)| r.as_ref().err().map(|e| (container, e)))
+        .map(|(container, e)| {
+            Denial::pod(format!(
+                "container {container} sets no command, and the ENTRYPOINT and CMD of its image {} cannot be read from its registry: {}; set the container's command, or the annotation sidekey.io/command.{container} (a JSON array), to what the image runs",
+                e.image, e.answer
+            ))
+        })
+        .collect();
+    if !failed.is_empty() {
+        event.environment = environment_of(config, namespace);
+        return denied(&req.uid, event, &failed);
+    }
+    let images: ImageConfigs = looked
+        .iter()
+        .filter_map(|(c, r)| Some((c.clone(), r.as_ref().ok()?.clone())))
+        .collect();
     let decision = match catch_unwind(AssertUnwindSafe(|| {
-        sidekey_patch::plan(&pod, &request, config)
+        sidekey_patch::plan_with_images(&pod, &request, config, &images)
     })) {
         Ok(d) => d,
         Err(_) => return internal(event, "the planner failed"),

@@ -150,7 +150,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             request_timeout: settings.read_timeout,
             ..Limits::default()
         },
-    );
+    )
+    .with_registry(settings.registry.clone());
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -28,8 +28,9 @@ use sidekey_patch::Config;
 
 use crate::audit::{AuditSink, Lost, SubmitError};
 use crate::metrics::{Metrics, ReviewOutcome};
-use crate::review::review;
+use crate::review::{image_needs, review_with_images, Looked};
 use crate::tls::CertStore;
+use sidekey_registry::{Credentials, Registry};
 
 /// The largest review body read: 3 MiB (the API server's own request limit
 /// is 3 MiB, so a larger body cannot be a real review).
@@ -68,6 +69,10 @@ struct Inner {
     audit: AuditSink,
     certs: Option<Arc<CertStore>>,
     limits: Limits,
+    /// Reads the ENTRYPOINT and CMD of containers without a command from
+    /// their registries (`--registry-lookup`); `None`: such containers need
+    /// `sidekey.io/command`.
+    registry: Option<Arc<Registry>>,
 }
 
 /// A boxed error, as `http_body_util` uses.
@@ -92,8 +97,25 @@ impl Injector {
                 audit,
                 certs,
                 limits,
+                registry: None,
             }),
         }
+    }
+
+    /// The same webhook, reading the image config of containers without a
+    /// `command` from their registries through `registry`. Call it on a
+    /// new [`Injector`], before it is cloned (a clone keeps its lookup).
+    pub fn with_registry(mut self, registry: Option<Arc<Registry>>) -> Injector {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.registry = registry,
+            None => tracing::error!("with_registry on a shared injector: lookup not enabled"),
+        }
+        self
+    }
+
+    /// The registry lookup, when enabled.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.inner.registry.as_deref()
     }
 
     /// The metrics (tests read counters directly).
@@ -142,7 +164,11 @@ impl Injector {
                         "no serving certificate loaded yet\n",
                     ),
                     _ => {
-                        let mut r = text(StatusCode::OK, self.inner.metrics.render());
+                        let mut body = self.inner.metrics.render();
+                        if let Some(registry) = &self.inner.registry {
+                            crate::metrics::render_registry(&mut body, registry.stats());
+                        }
+                        let mut r = text(StatusCode::OK, body);
                         r.headers_mut().insert(
                             CONTENT_TYPE,
                             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -219,6 +245,21 @@ impl Injector {
         }
     }
 
+    /// The image configs of the review's containers without a command,
+    /// looked up within the registry lookup's budget (nothing when the
+    /// lookup is off or no container needs one).
+    async fn look_up_images(&self, body: &[u8]) -> Looked {
+        let Some(registry) = &self.inner.registry else {
+            return Looked::new();
+        };
+        let Some((needs, platform)) = image_needs(body, &self.inner.config) else {
+            return Looked::new();
+        };
+        registry
+            .lookup_all(&needs, &platform, &Credentials::none())
+            .await
+    }
+
     /// Reviews `body`, and answers once its audit record is written (or
     /// has failed); 503 when the record cannot be queued or is not written
     /// by `deadline` (the audit output is stalled).
@@ -228,7 +269,8 @@ impl Injector {
         started: Instant,
         deadline: tokio::time::Instant,
     ) -> HttpResponse {
-        let reviewed = review(&body, &self.inner.config);
+        let looked = self.look_up_images(&body).await;
+        let reviewed = review_with_images(&body, &self.inner.config, &looked);
         drop(body);
         let took = started.elapsed();
         let r = &reviewed;

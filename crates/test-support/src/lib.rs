@@ -17,6 +17,7 @@ mod aws;
 mod http1;
 mod moto;
 mod proxy;
+pub mod registry;
 mod run;
 
 pub use aws::{
