@@ -1,0 +1,207 @@
+//! Self-managed TLS against the real API server: two injectors started at
+//! once with `--self-managed-tls` and the fixture's kubeconfig (outside the
+//! cluster, on 127.0.0.1, as the fixture's injector runs) agree on one
+//! Secret (compare-and-swap), patch the `caBundle` of a webhook
+//! configuration that was registered without one, and the API server then
+//! calls the webhook over TLS verified with that bundle: an opted-in pod
+//! in the webhook's namespace is admitted (failurePolicy Fail) and the
+//! review is in the injector's audit.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{json, Value};
+use sidekey_cluster_tests::{bin_dir, block_on, cluster, namespace, wait_until};
+
+const WEBHOOK: &str = "sidekey-self-managed-test";
+const NS: &str = "sidekey-self-managed-test";
+const SECRET: &str = "sidekey-injector-tls";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Injector(Child);
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    kubeconfig: &Path,
+    port: u16,
+    probes: u16,
+) -> Injector {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    let child = Command::new(bin_dir().join("sidekey-injector"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{probes}")])
+        .arg("--tls-cert")
+        .arg(dir.join(format!("{name}.crt")))
+        .arg("--tls-key")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("--config")
+        .arg(config)
+        .arg("--audit")
+        .arg(format!(
+            "file:{}",
+            dir.join(format!("{name}.jsonl")).display()
+        ))
+        .args(["--self-managed-tls", &format!("{NS}/{SECRET}")])
+        .args(["--webhook-configuration", WEBHOOK])
+        .args(["--dns-name", "127.0.0.1", "--dns-name", "localhost"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("sidekey-injector");
+    Injector(child)
+}
+
+/// `GET /readyz` on the plain probes port: true on 200.
+fn ready(probes: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", probes)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_api_server() {
+    let (c, _guard) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = [
+        c.state.join("injector-config.yaml"),
+        c.state.with_extension("injector-config.yaml"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("the fixture's injector configuration");
+    block_on(async {
+        let client = c.client().await;
+        namespace(&client, NS, json!({"sidekey-self-managed-test": "yes"})).await;
+        let port = free_port();
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK},
+            "webhooks": [{
+                "name": "self-managed.sidekey.io",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-test": "yes"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+            }],
+        }))
+        .expect("webhook configuration");
+        webhooks
+            .create(&PostParams::default(), &mwc)
+            .await
+            .expect("create the webhook configuration");
+
+        // Both at once: one creates the Secret, the other adopts it.
+        let probes = [free_port(), free_port()];
+        let _a = start(dir.path(), "a", &config, &c.kubeconfig, port, probes[0]);
+        let _b = start(
+            dir.path(),
+            "b",
+            &config,
+            &c.kubeconfig,
+            free_port(),
+            probes[1],
+        );
+        for p in probes {
+            wait_until("both injectors ready", 60, || async move {
+                ready(p).then_some(())
+            })
+            .await;
+        }
+
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+        let secret = secrets.get(SECRET).await.expect("the Secret exists");
+        let data = secret.data.expect("data");
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
+        let served_a = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
+        let served_b = std::fs::read_to_string(dir.path().join("b.crt")).expect("b.crt");
+        assert_eq!(
+            served_a,
+            text("tls.crt"),
+            "injector a serves the Secret's certificate"
+        );
+        assert_eq!(
+            served_b,
+            text("tls.crt"),
+            "injector b serves the Secret's certificate"
+        );
+        let wrote = ["a", "b"]
+            .iter()
+            .filter(|n| {
+                std::fs::read_to_string(dir.path().join(format!("{n}.log")))
+                    .unwrap_or_default()
+                    .contains("wrote a new certificate")
+            })
+            .count();
+        assert_eq!(wrote, 1, "exactly one injector wrote the Secret");
+
+        let live = webhooks.get(WEBHOOK).await.expect("webhook configuration");
+        let bundle = live.webhooks.expect("webhooks")[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .expect("caBundle patched");
+        assert_eq!(bundle.0, text("ca-bundle.crt").into_bytes());
+
+        // The API server trusts the injector through the patched bundle.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "opted-in", "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
+            "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("an opted-in pod is admitted through the self-managed webhook");
+        let audit = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap_or_default();
+        let records: Vec<Value> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert!(
+            records.iter().any(|r| r.to_string().contains("opted-in")),
+            "the review of the pod reached the self-managed injector: {audit}"
+        );
+
+        webhooks
+            .delete(WEBHOOK, &DeleteParams::default())
+            .await
+            .expect("delete the webhook configuration");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(NS, &DeleteParams::default()).await;
+    });
+}
