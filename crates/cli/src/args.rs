@@ -349,6 +349,9 @@ pub struct AuditArgs {
     /// Only records since a time (RFC 3339) or for a duration back (15m, 2h, 7d)
     #[arg(long)]
     pub since: Option<String>,
+    /// Write a self-contained HTML review page here (chain status, timeline, per key and per environment) instead of the table
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
 }
 
 /// `sidekey audit verify FILE...`

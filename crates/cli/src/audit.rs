@@ -79,3 +79,46 @@ impl Pending {
         self.event
     }
 }
+
+/// `sidekey audit FILE... --html OUT`: verifies each file's chain and
+/// writes the review page of the selected records (see [`crate::audit_html`]).
+pub fn write_html(
+    out: &std::path::Path,
+    files: &[PathBuf],
+    filter: &sidekey_audit::Filter,
+    selected: &[sidekey_audit::Record],
+) -> Result<(), Failure> {
+    let mut applied: Vec<(&str, String)> = Vec::new();
+    for (name, value) in [
+        ("env", &filter.environment),
+        ("service", &filter.service),
+        ("key", &filter.key),
+        ("pod", &filter.pod),
+    ] {
+        if let Some(v) = value {
+            applied.push((name, v.clone()));
+        }
+    }
+    if let Some(o) = filter.outcome {
+        applied.push(("outcome", o.as_str().to_owned()));
+    }
+    if let Some(t) = filter.since {
+        applied.push(("since", humantime::format_rfc3339_seconds(t).to_string()));
+    }
+    let chains = crate::audit_html::chains(files);
+    let page = crate::audit_html::render(&chains, &applied, selected);
+    std::fs::write(out, page)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", out.display())))?;
+    let broken = chains.iter().filter(|c| c.status.is_err()).count();
+    eprintln!(
+        "sidekey: wrote {} ({} records{})",
+        out.display(),
+        selected.len(),
+        if broken > 0 {
+            format!(", {broken} broken chain(s) flagged")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

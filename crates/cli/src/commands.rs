@@ -1159,6 +1159,9 @@ fn audit_command(global: &Global, args: AuditArgs) -> Result<(), Failure> {
     }
     let mut selected: Vec<_> = records.into_iter().filter(|r| filter.matches(r)).collect();
     selected.sort_by(|a, b| a.ts.cmp(&b.ts));
+    if let Some(out) = &args.html {
+        return crate::audit::write_html(out, &args.files, &filter, &selected);
+    }
     match global.output {
         Output::Text => print!("{}", sidekey_audit::render_table(&selected)),
         Output::Json => print!("{}", sidekey_audit::render_json(&selected)),

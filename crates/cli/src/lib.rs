@@ -8,6 +8,7 @@
 
 mod args;
 mod audit;
+mod audit_html;
 mod cluster;
 mod commands;
 mod dotenv;
