@@ -248,6 +248,15 @@ pub enum Command {
         /// The injector's configuration file (default: the injector's defaults)
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Read the ENTRYPOINT and CMD of target containers without a command from their image's registry (as the injector's --registry-lookup), so the printed manifests carry the command
+        #[arg(long)]
+        registry_lookup: bool,
+        /// With --registry-lookup: registry credentials, a Docker config.json (default: ~/.docker/config.json when it exists)
+        #[arg(long, value_name = "FILE", requires = "registry_lookup")]
+        registry_auth: Option<PathBuf>,
+        /// With --registry-lookup: PEM CA certificates trusted for registries besides the system's
+        #[arg(long, value_name = "FILE", requires = "registry_lookup")]
+        registry_ca: Option<PathBuf>,
     },
 }
 

@@ -33,6 +33,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             file,
             namespace,
             config,
+            registry_lookup,
+            registry_auth,
+            registry_ca,
         } => crate::inject::run(
             &file,
             namespace.as_deref(),
@@ -41,6 +44,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 Output::Text => crate::inject::Format::Yaml,
                 Output::Json => crate::inject::Format::Json,
             },
+            registry_lookup
+                .then_some(crate::inject::RegistryLookup {
+                    auth: registry_auth,
+                    ca: registry_ca,
+                })
+                .as_ref(),
         ),
         command => {
             let mut ctx = Ctx::open(&global).await?;

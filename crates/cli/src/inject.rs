@@ -13,7 +13,8 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sidekey_patch::{Config, Decision, Request};
+use sidekey_patch::{Config, Decision, ImageConfigs, Request};
+use sidekey_registry::{Credentials, Need, Platform, Registry};
 
 use crate::{yaml11, Failure};
 
@@ -42,13 +43,51 @@ pub enum Format {
     Json,
 }
 
+/// `--registry-lookup`: read what images run from their registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryLookup {
+    /// `--registry-auth` (else `~/.docker/config.json` when it exists).
+    pub auth: Option<std::path::PathBuf>,
+    /// `--registry-ca`.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// The lookup's budget for one manifest's pod template (offline: generous).
+const LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn registry(lookup: &RegistryLookup) -> Result<Registry, Failure> {
+    let auth = lookup.auth.clone().or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let p = Path::new(&home).join(".docker/config.json");
+        p.is_file().then_some(p)
+    });
+    let credentials = match &auth {
+        Some(p) => Credentials::from_file(p).map_err(|e| Failure::usage(e.to_string()))?,
+        None => Credentials::none(),
+    };
+    let ca_bundle = match &lookup.ca {
+        Some(p) => std::fs::read(p)
+            .map_err(|e| Failure::failed(format!("cannot read {}: {e}", p.display())))?,
+        None => Vec::new(),
+    };
+    Registry::new(sidekey_registry::Settings {
+        budget: LOOKUP_BUDGET,
+        ca_bundle,
+        credentials,
+        ..sidekey_registry::Settings::default()
+    })
+    .map_err(|e| Failure::usage(format!("--registry-ca: {e}")))
+}
+
 /// Runs `sidekey inject`.
 pub fn run(
     file: &Path,
     namespace: Option<&str>,
     config: Option<&Path>,
     format: Format,
+    lookup: Option<&RegistryLookup>,
 ) -> Result<(), Failure> {
+    let registry = lookup.map(registry).transpose()?;
     let config = match config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -75,6 +114,7 @@ pub fn run(
     let docs = yaml11::read(&text).map_err(|e| Failure::usage(format!("{shown}: {e}")))?;
     let mut run = Run {
         namespace,
+        registry: registry.as_ref(),
         config: &config,
         problems: Vec::new(),
         notes: Vec::new(),
@@ -121,6 +161,7 @@ pub fn run(
 
 struct Run<'a> {
     namespace: Option<&'a str>,
+    registry: Option<&'a Registry>,
     config: &'a Config,
     /// Every problem found, in document order.
     problems: Vec<String>,
@@ -183,6 +224,77 @@ fn without_position(message: &str) -> String {
 }
 
 impl Run<'_> {
+    /// With `--registry-lookup`: the image configs of the containers
+    /// without a command, read from their registries (`None` after a
+    /// failure, recorded as a problem).
+    fn images(
+        &mut self,
+        pod: &sidekey_patch::PodView<'_>,
+        request: &Request<'_>,
+        at: &str,
+        title: &str,
+    ) -> Option<ImageConfigs> {
+        let Some(registry) = self.registry else {
+            return Some(ImageConfigs::new());
+        };
+        let needs: Vec<Need> = sidekey_patch::image_lookups(pod, request, self.config)
+            .into_iter()
+            .filter_map(|l| {
+                Some(Need {
+                    container: l.container.to_owned(),
+                    image: l.image?.to_owned(),
+                })
+            })
+            .collect();
+        if needs.is_empty() {
+            return Some(ImageConfigs::new());
+        }
+        let platform = Platform::from_node_selector(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_selector.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        // `inject` runs inside the CLI's runtime: the lookup gets its own,
+        // on a thread of its own.
+        let looked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                Some(rt.block_on(registry.lookup_all(&needs, &platform, &Credentials::none())))
+            })
+            .join()
+            .ok()
+            .flatten()
+        });
+        let Some(looked) = looked else {
+            self.problems
+                .push(format!("{at}: {title}: the registry lookup could not run"));
+            return None;
+        };
+        let mut images = ImageConfigs::new();
+        let mut ok = true;
+        for (container, r) in looked {
+            match r {
+                Ok(c) => {
+                    images.insert(container, c);
+                }
+                Err(e) => {
+                    ok = false;
+                    self.problems.push(format!(
+                        "{at}: {title}: container {container} sets no command, and the ENTRYPOINT and CMD of its image {} cannot be read from its registry: {}; set its command, or sidekey.io/command.{container}",
+                        e.image, e.answer
+                    ));
+                }
+            }
+        }
+        ok.then_some(images)
+    }
+
     fn object(&mut self, mut doc: Value, at: &str) -> Value {
         let kind = doc["kind"].as_str().unwrap_or("").to_owned();
         if kind == "List" || kind.ends_with("List") && doc["items"].is_array() {
@@ -243,7 +355,10 @@ impl Run<'_> {
             namespace: &namespace,
             user: None,
         };
-        match sidekey_patch::plan(&pod, &request, self.config) {
+        let Some(images) = self.images(&pod, &request, at, &title) else {
+            return doc;
+        };
+        match sidekey_patch::plan_with_images(&pod, &request, self.config, &images) {
             Decision::Skip { reason } => {
                 self.notes
                     .push(format!("{at}: {title}: unchanged ({reason})"));

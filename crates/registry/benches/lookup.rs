@@ -77,6 +77,22 @@ fn main() {
             out["app"].as_ref().expect("lookup");
         }
         report(&format!("cold {name}"), cold);
+        // A tag past its TTL on a warm lookup: the registry is asked again
+        // over the kept client (connections, tokens).
+        let r = Registry::new(Settings {
+            tag_ttl: Duration::ZERO,
+            ..settings()
+        })
+        .expect("registry");
+        let mut refetch = Vec::new();
+        for _ in 0..31 {
+            let t = Instant::now();
+            let out = rt.block_on(r.lookup_all(&needs, &platform, &none));
+            refetch.push(t.elapsed());
+            out["app"].as_ref().expect("lookup");
+        }
+        refetch.remove(0);
+        report(&format!("re-resolved {name}"), refetch);
         let r = Registry::new(settings()).expect("registry");
         rt.block_on(r.lookup_all(&needs, &platform, &none))["app"]
             .as_ref()

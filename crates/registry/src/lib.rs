@@ -433,12 +433,28 @@ struct Cache {
     clock: u64,
 }
 
+/// Most registry clients kept (one per registry and credential: each
+/// keeps its connections and tokens); past it they are all dropped.
+const MAX_CLIENTS: usize = 64;
+
+/// Clients by registry and credential (`Debug` shows the count only: the
+/// keys hold passwords).
+#[derive(Default)]
+struct Clients(HashMap<(String, Option<(String, String)>), Client>);
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Clients({})", self.0.len())
+    }
+}
+
 /// The lookup: settings, cache, counters. Share it (`Arc`).
 #[derive(Debug)]
 pub struct Registry {
     settings: Settings,
     certificates: Vec<Certificate>,
     cache: Mutex<Cache>,
+    clients: Mutex<Clients>,
     stats: Stats,
 }
 
@@ -489,6 +505,7 @@ impl Registry {
             settings,
             certificates,
             cache: Mutex::new(Cache::default()),
+            clients: Mutex::new(Clients::default()),
             stats: Stats::default(),
         })
     }
@@ -501,6 +518,26 @@ impl Registry {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The client for `registry` with `auth` (built once: its connections
+    /// and tokens are reused).
+    fn client_for(&self, registry: &str, auth: &RegistryAuth) -> Client {
+        let who = match auth {
+            RegistryAuth::Basic(u, p) => Some((u.clone(), p.clone())),
+            _ => None,
+        };
+        let key = (registry.to_owned(), who);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.0.get(&key) {
+            return c.clone();
+        }
+        if clients.0.len() >= MAX_CLIENTS {
+            clients.0.clear();
+        }
+        let c = self.client();
+        clients.0.insert(key, c.clone());
+        c
     }
 
     fn client(&self) -> Client {
@@ -671,7 +708,7 @@ impl Registry {
         }
         let mut last = None;
         for auth in &auths {
-            let client = self.client();
+            let client = self.client_for(&registry, auth);
             match fetch_with(&client, auth, reference, platform).await {
                 Ok(c) => return Ok(c),
                 Err(Failure::Unauthorized(answer)) => last = Some(answer),
