@@ -46,6 +46,31 @@ fn start(
     port: u16,
     probes: u16,
 ) -> Injector {
+    start_in(
+        dir,
+        name,
+        config,
+        kubeconfig,
+        port,
+        probes,
+        NS,
+        WEBHOOK,
+        &[],
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_in(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    kubeconfig: &Path,
+    port: u16,
+    probes: u16,
+    ns: &str,
+    webhook: &str,
+    extra: &[&str],
+) -> Injector {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     let child = Command::new(bin_dir().join("sidekey-injector"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -61,8 +86,9 @@ fn start(
             "file:{}",
             dir.join(format!("{name}.jsonl")).display()
         ))
-        .args(["--self-managed-tls", &format!("{NS}/{SECRET}")])
-        .args(["--webhook-configuration", WEBHOOK])
+        .args(["--self-managed-tls", &format!("{ns}/{SECRET}")])
+        .args(["--webhook-configuration", webhook])
+        .args(extra)
         .args(["--dns-name", "127.0.0.1", "--dns-name", "localhost"])
         .env("KUBECONFIG", kubeconfig)
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -203,5 +229,136 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
             .expect("delete the webhook configuration");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces.delete(NS, &DeleteParams::default()).await;
+    });
+}
+
+/// A serving certificate of 6 s (renewed at 4 s, the Secret read every
+/// second): pods created in a loop while it is renewed several times are
+/// all admitted (failurePolicy Fail: a review the API server could not
+/// make would refuse the pod), and the injector serves the renewed
+/// certificate, under the same CA (the caBundle does not change).
+#[test]
+fn reviews_keep_succeeding_across_forced_renewals() {
+    const NS2: &str = "sidekey-self-managed-renewal";
+    const WEBHOOK2: &str = "sidekey-self-managed-renewal";
+    let (c, _guard) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = [
+        c.state.join("injector-config.yaml"),
+        c.state.with_extension("injector-config.yaml"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("the fixture's injector configuration");
+    block_on(async {
+        let client = c.client().await;
+        namespace(&client, NS2, json!({"sidekey-self-managed-renewal": "yes"})).await;
+        let port = free_port();
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK2},
+            "webhooks": [{
+                "name": "self-managed.sidekey.io",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-renewal": "yes"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+            }],
+        }))
+        .expect("webhook configuration");
+        webhooks
+            .create(&PostParams::default(), &mwc)
+            .await
+            .expect("create the webhook configuration");
+        let probes = free_port();
+        let _a = start_in(
+            dir.path(),
+            "a",
+            &config,
+            &c.kubeconfig,
+            port,
+            probes,
+            NS2,
+            WEBHOOK2,
+            &[
+                "--cert-validity",
+                "6s",
+                "--ca-validity",
+                "1h",
+                "--self-managed-poll",
+                "1s",
+            ],
+        );
+        wait_until("the injector ready", 60, || async move {
+            ready(probes).then_some(())
+        })
+        .await;
+        let first = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
+        let bundle_before = webhooks
+            .get(WEBHOOK2)
+            .await
+            .expect("webhook")
+            .webhooks
+            .expect("webhooks")[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .expect("caBundle");
+
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS2);
+        let mut seen = vec![first.clone()];
+        let (mut admitted, mut refused) = (0u32, Vec::new());
+        let mut i = 0;
+        // Until the certificate has been renewed three times.
+        while seen.len() < 4 {
+            i += 1;
+            assert!(i < 2000, "three renewals not seen after {i} pods");
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": format!("loop-{i}"), "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
+                "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
+            }))
+            .expect("pod");
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => admitted += 1,
+                Err(e) => refused.push(e.to_string()),
+            }
+            let now = std::fs::read_to_string(dir.path().join("a.crt")).unwrap_or_default();
+            if !now.is_empty() && seen.last() != Some(&now) {
+                seen.push(now);
+            }
+        }
+        eprintln!("renewals: {}, pods admitted: {admitted}", seen.len() - 1);
+        assert!(
+            refused.is_empty(),
+            "pods refused across renewals: {refused:?}"
+        );
+        let served = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
+        assert_ne!(served, first, "a renewed certificate is served");
+        let bundle_after = webhooks
+            .get(WEBHOOK2)
+            .await
+            .expect("webhook")
+            .webhooks
+            .expect("webhooks")[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .expect("caBundle");
+        assert_eq!(bundle_before, bundle_after, "renewals keep the CA");
+
+        webhooks
+            .delete(WEBHOOK2, &DeleteParams::default())
+            .await
+            .expect("delete the webhook configuration");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(NS2, &DeleteParams::default()).await;
     });
 }
