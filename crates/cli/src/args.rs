@@ -155,7 +155,7 @@ pub enum Command {
     },
     /// Roll the workloads whose pods run versions of ENV [SERVICE] rotated since they started
     ///
-    /// Patches the pod template annotation sidekey.io/versions-hash (a hash of the versions
+    /// Patches the pod template annotation restart.sidekey.io/versions-hash (a hash of the versions
     /// the pods resolve now): restarting twice for the same versions patches nothing.
     /// Deployments, StatefulSets and DaemonSets only; bare pods and Jobs are listed, never
     /// deleted. The global --timeout bounds the wait for rollouts. Exit status 3 when a

@@ -118,6 +118,8 @@ pub struct InjectedPod {
     pub picks: Vec<Pick>,
     /// The pod runs the refreshing sidecar (files follow new versions).
     pub refresh: bool,
+    /// The `restart.sidekey.io/versions-hash` its template had when it was created.
+    pub versions_hash: Option<String>,
 }
 
 /// Counts of API calls, for the benchmark and `--output json`.
@@ -240,6 +242,11 @@ fn read_pod(pod: &Pod) -> Option<InjectedPod> {
         services,
         picks,
         refresh,
+        versions_hash: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::restart::VERSIONS_HASH))
+            .cloned(),
     })
 }
 

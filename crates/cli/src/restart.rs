@@ -32,8 +32,9 @@ use crate::cluster::{self, api_failure, Calls, Workload};
 use crate::status::{self, Listing, PodState, Scope};
 use crate::{one_line, Failure};
 
-/// The pod-template annotation `restart` sets.
-pub const VERSIONS_HASH: &str = "sidekey.io/versions-hash";
+/// The pod-template annotation `restart` sets. Not under `sidekey.io/`:
+/// the injector refuses pods with unknown `sidekey.io/` annotations.
+pub const VERSIONS_HASH: &str = "restart.sidekey.io/versions-hash";
 /// Exit status when a rollout did not complete within `--timeout`.
 pub const EXIT_ROLLOUT: u8 = 3;
 
@@ -384,7 +385,7 @@ async fn follow(
     loop {
         let v = get_json(client, w).await?;
         let (done, line) = progress(&v);
-        if line != last && output == Output::Text {
+        if (line != last || done) && output == Output::Text {
             println!("{w}  {line}{}", if done { " (complete)" } else { "" });
             last = line.clone();
         }

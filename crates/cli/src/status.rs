@@ -185,9 +185,14 @@ pub async fn survey(
     let mut out = Vec::new();
     for pod in pods.into_iter().filter(|p| scope.selects(p)) {
         let resolved = listing.resolve(store, &pod).await?;
+        // A pod created from a template that `restart` stamped with the hash
+        // of exactly these versions runs them, whatever the clocks say (start
+        // times have whole seconds: a pod started in the second of the
+        // rotation would otherwise look stale).
+        let current = pod.versions_hash.as_deref() == Some(versions_hash(&resolved).as_str());
         let stale = resolved
             .iter()
-            .filter(|r| scope.counts(&pod, r) && is_stale(&pod, r))
+            .filter(|r| !current && scope.counts(&pod, r) && is_stale(&pod, r))
             .cloned()
             .collect();
         out.push(PodState {
@@ -348,5 +353,103 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::cluster::Workload;
+
+    fn env(s: &str) -> Environment {
+        Environment::parse(s).unwrap()
+    }
+
+    fn svc(s: &str) -> Service {
+        Service::parse(s).unwrap()
+    }
+
+    fn pod(environment: &str, inherit: &[&str], services: &[&str], started: u64) -> InjectedPod {
+        InjectedPod {
+            namespace: environment.into(),
+            name: "p".into(),
+            workload: Workload {
+                kind: "Deployment".into(),
+                namespace: environment.into(),
+                name: "w".into(),
+            },
+            started: Some(UNIX_EPOCH + Duration::from_secs(started)),
+            environment: env(environment),
+            inherit: inherit.iter().map(|e| env(e)).collect(),
+            services: services.iter().map(|s| svc(s)).collect(),
+            picks: Vec::new(),
+            refresh: false,
+            versions_hash: None,
+        }
+    }
+
+    fn resolved(e: &str, s: &str, k: &str, version: u64, modified: u64) -> Resolved {
+        Resolved {
+            var: k.into(),
+            environment: env(e),
+            service: svc(s),
+            key: Key::parse(k).unwrap(),
+            version: version.to_string(),
+            modified: Some(UNIX_EPOCH + Duration::from_secs(modified)),
+        }
+    }
+
+    fn scope(e: &str, s: Option<&str>, k: Option<&str>) -> Scope {
+        Scope {
+            environment: env(e),
+            service: s.map(svc),
+            key: k.map(|k| Key::parse(k).unwrap()),
+        }
+    }
+
+    #[test]
+    fn an_inheriting_pod_counts_only_the_bases_winning_versions() {
+        let p = pod("pr-1", &["staging"], &["api"], 100);
+        let staging = scope("staging", None, None);
+        assert!(staging.selects(&p));
+        assert!(staging.counts(&p, &resolved("staging", "api", "OTHER", 2, 200)));
+        // pr-1 overrides TOKEN: staging's rotation does not concern it.
+        assert!(!staging.counts(&p, &resolved("pr-1", "api", "TOKEN", 1, 200)));
+        // The pod's own environment: everything it resolves.
+        let own = scope("pr-1", None, None);
+        assert!(own.counts(&p, &resolved("staging", "api", "OTHER", 2, 200)));
+        // Another service, or an environment it does not use.
+        assert!(!scope("staging", Some("web"), None).selects(&p));
+        assert!(!scope("prod", None, None).selects(&p));
+        // rotate: exactly ENV/SERVICE/KEY.
+        let key = scope("staging", Some("api"), Some("TOKEN"));
+        assert!(key.counts(&p, &resolved("staging", "api", "TOKEN", 3, 200)));
+        assert!(!key.counts(&p, &resolved("staging", "api", "OTHER", 3, 200)));
+    }
+
+    #[test]
+    fn stale_means_written_after_the_pod_started() {
+        let p = pod("staging", &[], &["api"], 100);
+        assert!(is_stale(&p, &resolved("staging", "api", "A", 2, 101)));
+        assert!(!is_stale(&p, &resolved("staging", "api", "A", 2, 100)));
+        assert!(!is_stale(&p, &resolved("staging", "api", "A", 2, 99)));
+        let mut pinned = resolved("staging", "api", "A", 2, 101);
+        pinned.modified = None;
+        assert!(!is_stale(&p, &pinned));
+    }
+
+    #[test]
+    fn the_versions_hash_depends_on_versions_only_not_on_order_or_times() {
+        let a = resolved("staging", "api", "A", 1, 10);
+        let b = resolved("staging", "api", "B", 4, 10);
+        let h = versions_hash(&[a.clone(), b.clone()]);
+        assert!(h.starts_with("sha256-") && h.len() == 39, "{h}");
+        assert_eq!(h, versions_hash(&[b.clone(), a.clone()]));
+        let later = resolved("staging", "api", "A", 1, 99);
+        assert_eq!(h, versions_hash(&[later, b.clone()]));
+        let rotated = resolved("staging", "api", "A", 2, 10);
+        assert_ne!(h, versions_hash(&[rotated, b]));
     }
 }
