@@ -20,12 +20,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use sidekey_audit::{append_to_file_at, AuditError, Chain, Component, Event, EventText};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A parsed `SIDEKEY_AUDIT` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl fmt::Display for AuditTarget {
 /// thread before it ends, if the process lives that long.
 #[derive(Debug)]
 pub struct AuditSink {
-    queue: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     capacity: usize,
     /// Whether records go to a file (queued as events, not text).
     file: bool,
@@ -113,6 +113,79 @@ const SPINS: usize = 4;
 
 /// The largest batch buffer kept for reuse.
 const KEPT_BUFFER: usize = 64 * 1024;
+
+/// The hand-off between the reviews and the writer thread: a plain
+/// vector under a mutex. A review pushes its record and wakes the writer
+/// only when the writer sleeps (one futex call per batch, not per record);
+/// the writer takes the whole queue at once by swapping vectors (no
+/// allocation, no per-record receive).
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: Vec<Job>,
+    /// The writer thread waits on [`Queue::wake`] (or is about to).
+    idle: bool,
+    /// Every sink is gone: the writer writes what is queued and ends.
+    closed: bool,
+    /// The writer thread is gone (it could not start, or has ended).
+    gone: bool,
+}
+
+impl Queue {
+    /// Takes the records queued (at most [`MAX_BATCH`]) into `into`
+    /// (empty), sleeping while there are none; false once the queue is
+    /// closed and empty.
+    fn take(&self, into: &mut Vec<Job>) -> bool {
+        let mut st = lock(&self.state);
+        loop {
+            if !st.jobs.is_empty() {
+                if st.jobs.len() <= MAX_BATCH {
+                    std::mem::swap(&mut st.jobs, into);
+                } else {
+                    into.extend(st.jobs.drain(..MAX_BATCH));
+                }
+                return true;
+            }
+            if st.closed {
+                return false;
+            }
+            st.idle = true;
+            st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st.idle = false;
+        }
+    }
+
+    /// Whether records are queued (without waiting).
+    fn any(&self) -> bool {
+        !lock(&self.state).jobs.is_empty()
+    }
+}
+
+impl Drop for AuditSink {
+    fn drop(&mut self) {
+        lock(&self.queue.state).closed = true;
+        self.queue.wake.notify_one();
+    }
+}
+
+/// Marks the queue's writer gone when the writer thread ends (even by a
+/// panic): later submits fail at once instead of waiting.
+struct Ending(Arc<Queue>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.gone = true;
+        // Whatever is still queued will never be written: its reviews are
+        // told so (their senders are dropped).
+        st.jobs.clear();
+    }
+}
 
 /// One record queued for the writer thread, and where its result goes.
 struct Job {
@@ -256,13 +329,15 @@ impl AuditSink {
     fn start(writer: Writer, capacity: usize, memory: Option<Arc<Mutex<Vec<u8>>>>) -> AuditSink {
         let capacity = capacity.max(1);
         let file = matches!(writer, Writer::File(_));
-        let (queue, jobs) = mpsc::channel(capacity);
+        let queue = Arc::new(Queue::default());
+        let jobs = Ending(queue.clone());
         let thread = std::thread::Builder::new()
             .name("sidekey-audit".to_owned())
             .spawn(move || writer.run(jobs));
         if let Err(e) = thread {
-            // The queue's receiver went with the thread: every submit fails
-            // (and is counted) instead of hanging.
+            // The writer went with the thread: every submit fails (and is
+            // counted) instead of hanging.
+            lock(&queue.state).gone = true;
             tracing::error!(error = %e, "cannot start the audit writer thread");
         }
         AuditSink {
@@ -292,13 +367,24 @@ impl AuditSink {
             ts: SystemTime::now(),
             done,
         };
-        match self.queue.try_send(job) {
-            Ok(()) => Ok(Pending(pending)),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full {
-                capacity: self.capacity,
-            }),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Lost(gone())),
+        let mut st = lock(&self.queue.state);
+        if st.gone {
+            return Err(SubmitError::Lost(gone()));
         }
+        if st.jobs.len() >= self.capacity {
+            return Err(SubmitError::Full {
+                capacity: self.capacity,
+            });
+        }
+        st.jobs.push(job);
+        // Only a sleeping writer needs the wake-up (a futex call); one
+        // that is writing takes this record with its next batch.
+        let wake = std::mem::take(&mut st.idle);
+        drop(st);
+        if wake {
+            self.queue.wake.notify_one();
+        }
+        Ok(Pending(pending))
     }
 
     /// Writes one record and returns once it is written, blocking the
@@ -338,24 +424,28 @@ enum Writer {
 }
 
 impl Writer {
-    /// The writer thread: until every sender is gone and the queue is
+    /// The writer thread: until every sink is gone and the queue is
     /// empty.
-    fn run(self, mut jobs: mpsc::Receiver<Job>) {
+    fn run(self, ending: Ending) {
+        let queue = &*ending.0;
+        let mut jobs: Vec<Job> = Vec::new();
         match self {
             Writer::File(path) => {
-                while let Some(job) = jobs.blocking_recv() {
-                    let result = match job.record {
-                        Queued::Event(event) => {
-                            append_to_file_at(&path, Component::Injector, *event, job.ts)
-                                .map(drop)
-                                .map_err(Lost::one)
-                        }
-                        Queued::Text(_) => Err(Lost::one(AuditError::Write(
-                            std::io::Error::other("a stream record sent to a file sink"),
-                        ))),
-                    };
-                    // The review may have stopped waiting (it timed out).
-                    let _ = job.done.send(result);
+                while queue.take(&mut jobs) {
+                    for job in jobs.drain(..) {
+                        let result = match job.record {
+                            Queued::Event(event) => {
+                                append_to_file_at(&path, Component::Injector, *event, job.ts)
+                                    .map(drop)
+                                    .map_err(Lost::one)
+                            }
+                            Queued::Text(_) => Err(Lost::one(AuditError::Write(
+                                std::io::Error::other("a stream record sent to a file sink"),
+                            ))),
+                        };
+                        // The review may have stopped waiting (it timed out).
+                        let _ = job.done.send(result);
+                    }
                 }
             }
             Writer::Stream(mut out) => {
@@ -363,18 +453,8 @@ impl Writer {
                 let mut batch = Vec::new();
                 // Each written record's seq and its review.
                 let mut waiting: Vec<(u64, oneshot::Sender<Result<(), Lost>>)> = Vec::new();
-                // A record taken while waiting for more, for the next batch.
-                let mut carried: Option<Job> = None;
-                loop {
-                    let first = match carried.take() {
-                        Some(job) => job,
-                        None => match jobs.blocking_recv() {
-                            Some(job) => job,
-                            None => break,
-                        },
-                    };
-                    let mut next = Some(first);
-                    while let Some(job) = next.take() {
+                while queue.take(&mut jobs) {
+                    for job in jobs.drain(..) {
                         let seq = chain.next_seq();
                         let stamped = match &job.record {
                             Queued::Text(text) => chain.append(text, job.ts, &mut batch),
@@ -386,9 +466,6 @@ impl Writer {
                             Err(e) => {
                                 let _ = job.done.send(Err(Lost::one(e)));
                             }
-                        }
-                        if waiting.len() < MAX_BATCH {
-                            next = jobs.try_recv().ok();
                         }
                     }
                     let written = if batch.is_empty() {
@@ -420,13 +497,12 @@ impl Writer {
                     // Before sleeping (and making the next review wake this
                     // thread), give the runtime's threads a few turns to
                     // queue more: under load the next batch is then taken
-                    // without a wake-up each.
+                    // without a wake-up.
                     for _ in 0..SPINS {
-                        std::thread::yield_now();
-                        if let Ok(job) = jobs.try_recv() {
-                            carried = Some(job);
+                        if queue.any() {
                             break;
                         }
+                        std::thread::yield_now();
                     }
                 }
             }
