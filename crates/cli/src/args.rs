@@ -260,7 +260,7 @@ pub enum Command {
     },
 }
 
-/// `--restart` after a write (rotate, rekey).
+/// `--restart` after a write (rotate, rekey, env copy).
 #[derive(Debug, Args)]
 pub struct RestartAfter {
     /// Then roll exactly the workloads whose pods use what was written (as `sidekey restart`)
@@ -289,6 +289,8 @@ pub enum EnvCommand {
         /// Allow writing into an environment that already has secrets
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        restart: RestartAfter,
     },
     /// Delete every secret of an environment
     Destroy {

@@ -288,9 +288,18 @@ impl Ctx {
                 from,
                 to,
                 overwrite,
+                restart,
             }) => {
                 let (from, to) = (env_name(&from)?, env_name(&to)?);
-                self.env_copy(&from, &to, overwrite).await
+                self.env_copy(&from, &to, overwrite).await?;
+                // Every key of TO has a new version: the workloads of TO (and
+                // of environments inheriting TO) that use any of them roll.
+                let scope = crate::status::Scope {
+                    environment: to,
+                    service: None,
+                    key: None,
+                };
+                self.after_write(&scope, &restart).await
             }
             Command::Env(EnvCommand::Destroy { env, yes }) => {
                 let env = env_name(&env)?;
@@ -363,7 +372,7 @@ impl Ctx {
         }
     }
 
-    /// After rotate or rekey: `--restart` rolls the workloads using what was
+    /// After rotate, rekey or env copy: `--restart` rolls the workloads using what was
     /// written; without it, a hint on standard error when a kubeconfig is there.
     async fn after_write(
         &mut self,

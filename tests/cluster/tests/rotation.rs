@@ -344,6 +344,61 @@ fn rotate_restart_rolls_exactly_the_workloads_that_use_the_rotated_key() {
     assert!(verify.contains("chain intact"), "{verify}");
 }
 
+#[test]
+fn env_copy_restart_rolls_the_workloads_of_the_environment_written() {
+    let (c, _serial) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cli = Cli::new(dir.path(), c);
+    // pr-31 has its own db/PASSWORD; pr-32 resolves staging's. Copying
+    // qa-src into pr-31 gives every key of pr-31 a new version.
+    cli.put("qa-src", "db", "PASSWORD");
+    cli.put("pr-31", "db", "PASSWORD");
+    cli.put("staging", "db", "PASSWORD");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let generation = |ns: &'static str| async move {
+        Api::<Deployment>::namespaced(c.client().await, ns)
+            .get("db")
+            .await
+            .expect("get deployment")
+            .metadata
+            .generation
+    };
+    block_on(async {
+        let client = c.client().await;
+        namespace(&client, "pr-31", json!({})).await;
+        namespace(&client, "pr-32", json!({})).await;
+        create(&client, "pr-31", "db", "db").await;
+        create(&client, "pr-32", "db", "db").await;
+        rolled_out(&client, "pr-31", "db").await;
+        rolled_out(&client, "pr-32", "db").await;
+    });
+    let before = block_on(async { (generation("pr-31").await, generation("pr-32").await) });
+
+    let out = cli.ok(&[
+        "--timeout",
+        "180s",
+        "env",
+        "copy",
+        "qa-src",
+        "pr-31",
+        "--overwrite",
+        "--restart",
+        "--wait",
+    ]);
+    // (pr-31's new value is qa-src's, already remembered.)
+    assert!(out.contains("pr-31/Deployment/db  rolling"), "{out}");
+    assert!(out.contains("(complete)"), "{out}");
+    let after = block_on(async { (generation("pr-31").await, generation("pr-32").await) });
+    assert_ne!(after.0, before.0, "pr-31/db rolled");
+    assert_eq!(after.1, before.1, "pr-32 does not use pr-31: untouched");
+    block_on(async { rolled_out(&c.client().await, "pr-31", "db").await });
+    assert_eq!(stale(&cli.status("pr-31")), vec![]);
+    let records = std::fs::read_to_string(&cli.audit).unwrap_or_default();
+    for v in &cli.values {
+        assert!(!out.contains(v.as_str()) && !records.contains(v.as_str()));
+    }
+}
+
 /// A client certificate for `user` signed by the cluster's CA, and a
 /// kubeconfig using it.
 fn user_kubeconfig(c: &Cluster, dir: &Path, user: &str) -> PathBuf {
