@@ -215,14 +215,7 @@ impl Ctx {
                 service,
                 namespace,
             } => {
-                let scope = crate::status::Scope {
-                    environment: env_name(&env)?,
-                    service: service
-                        .map(|s| Service::parse(&s))
-                        .transpose()
-                        .map_err(usage)?,
-                    key: None,
-                };
+                let scope = scope_of(&env, service)?;
                 crate::status::run(&self.store, &scope, namespace.as_deref(), self.output).await
             }
             Command::Restart {
@@ -233,14 +226,7 @@ impl Ctx {
                 include_refresh,
                 max_in_flight,
             } => {
-                let scope = crate::status::Scope {
-                    environment: env_name(&env)?,
-                    service: service
-                        .map(|s| Service::parse(&s))
-                        .transpose()
-                        .map_err(usage)?,
-                    key: None,
-                };
+                let scope = scope_of(&env, service)?;
                 let options = crate::restart::Options {
                     dry_run,
                     wait,
@@ -1042,7 +1028,20 @@ fn format_time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+/// What `status` and `restart` look at: ENV and, if given, one SERVICE.
+fn scope_of(env: &str, service: Option<String>) -> Result<crate::status::Scope, Failure> {
+    Ok(crate::status::Scope {
+        environment: env_name(env)?,
+        service: service
+            .map(|s| Service::parse(&s))
+            .transpose()
+            .map_err(usage)?,
+        key: None,
+    })
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
