@@ -37,3 +37,17 @@ resources: {{ toJson .Values.agent.resources }}
 filesSizeLimit: {{ .Values.config.filesSizeLimit | quote }}
 defaults: {{ toJson .Values.config.defaults }}
 {{- end -}}
+
+{{/* The host of webhook.url (empty when the Service is called). */}}
+{{- define "sidekey.urlHost" -}}
+{{- if .Values.webhook.url -}}
+{{ (urlParse .Values.webhook.url).hostname }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the injector calls the Kubernetes API (its token is mounted). */}}
+{{- define "sidekey.apiAccess" -}}
+{{- if or (eq .Values.tls.mode "selfManaged") .Values.registryLookup.pullSecrets -}}
+true
+{{- end -}}
+{{- end -}}
