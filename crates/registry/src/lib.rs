@@ -7,9 +7,17 @@
 //!   provider). TLS is always verified, against the system roots plus a
 //!   configured CA bundle; the only way around it is an explicit list of
 //!   insecure (plain HTTP) registries, which must be on loopback (tests).
-//! - Credentials: anonymous first, then each configured credential for the
-//!   registry (a Docker `config.json`, then those the caller passes, e.g.
-//!   from the pod's `imagePullSecrets`) while the registry answers 401.
+//! - Credentials: anonymous first, then those the caller passes (the
+//!   pod's `imagePullSecrets` and its service account's, read through
+//!   [`LazyCredentials`] only once anonymous access is refused), then the
+//!   configured Docker `config.json`, while the registry answers 401. A
+//!   failure names the pull secrets that could not be used and why
+//!   (missing, wrong type, no entry for the registry), never a value.
+//! - Guard (`Settings::guard`, the injector): an allow list, no loopback,
+//!   private, link-local, unspecified or multicast addresses unless named
+//!   exactly, every connection (redirects and token realms included)
+//!   through a checking proxy in the process that connects only to the
+//!   addresses it checked (no DNS rebinding); see the `guard` module.
 //! - Platform: the pod's `kubernetes.io/arch` (and `kubernetes.io/os`) node
 //!   selector when set; otherwise every Linux entry of an image index must
 //!   agree, else the lookup fails listing them.
@@ -18,11 +26,15 @@
 //! - Budget: [`Registry::lookup_all`] never takes longer than the
 //!   configured budget (a `tokio::time::timeout` around all of it).
 
+mod guard;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -132,6 +144,11 @@ pub enum CredentialsError {
     },
 }
 
+/// The type of a Secret holding a Docker `config.json`.
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+/// The type of a Secret holding a legacy `.dockercfg`.
+pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
+
 /// The registry key of a `config.json` entry: `https://index.docker.io/v1/`
 /// and friends are Docker Hub; a scheme and path are dropped.
 fn registry_key(entry: &str) -> String {
@@ -176,8 +193,60 @@ impl Credentials {
                 e.column()
             ))
         })?;
+        Credentials::from_auths(config.auths, what)
+    }
+
+    /// Parses a legacy `.dockercfg` (`{HOST: {"auth": ...}}`, no `auths`
+    /// wrapper); `what` names it in errors.
+    pub fn from_dockercfg(json: &[u8], what: &str) -> Result<Self, CredentialsError> {
+        let auths: BTreeMap<String, DockerAuth> =
+            serde_json::from_slice(json).map_err(|e| CredentialsError::Invalid {
+                what: what.to_owned(),
+                reason: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+            })?;
+        Credentials::from_auths(auths, what)
+    }
+
+    /// From a pull secret's `type` and `data` (decoded): a
+    /// `kubernetes.io/dockerconfigjson` Secret's `.dockerconfigjson`, or a
+    /// legacy `kubernetes.io/dockercfg` Secret's `.dockercfg`. The error
+    /// names `what` and the rule, never a value.
+    pub fn from_pull_secret(
+        secret_type: Option<&str>,
+        data: &BTreeMap<String, Vec<u8>>,
+        what: &str,
+    ) -> Result<Self, String> {
+        let (key, legacy) = match secret_type {
+            Some(DOCKER_CONFIG_JSON) => (".dockerconfigjson", false),
+            Some(DOCKER_CFG) => (".dockercfg", true),
+            other => {
+                return Err(format!(
+                    "{what} is of type {}, not {DOCKER_CONFIG_JSON} (or the legacy {DOCKER_CFG})",
+                    other.unwrap_or("(none)")
+                ))
+            }
+        };
+        let Some(bytes) = data.get(key) else {
+            return Err(format!("{what} has no {key} key"));
+        };
+        let parsed = if legacy {
+            Credentials::from_dockercfg(bytes, what)
+        } else {
+            Credentials::from_docker_config(bytes, what)
+        };
+        parsed.map_err(|e| e.to_string())
+    }
+
+    fn from_auths(
+        auths: BTreeMap<String, DockerAuth>,
+        what: &str,
+    ) -> Result<Self, CredentialsError> {
+        let invalid = |reason: String| CredentialsError::Invalid {
+            what: what.to_owned(),
+            reason,
+        };
         let mut out = Credentials::default();
-        for (registry, a) in config.auths {
+        for (registry, a) in auths {
             let credential = match (a.auth, a.username, a.password) {
                 (Some(auth), _, _) if !auth.is_empty() => {
                     let decoded = base64::engine::general_purpose::STANDARD
@@ -202,6 +271,11 @@ impl Credentials {
             out.add(&registry, credential);
         }
         Ok(out)
+    }
+
+    /// The registries it has credentials for.
+    pub fn registries(&self) -> impl Iterator<Item = &str> {
+        self.by_registry.keys().map(String::as_str)
     }
 
     /// Adds one credential for `registry` (a `config.json` key).
@@ -248,8 +322,24 @@ pub struct Settings {
     pub ca_bundle: Vec<u8>,
     /// Registries (`host:port`) spoken to over plain HTTP: loopback only.
     pub insecure: Vec<String>,
-    /// Static credentials (a Docker `config.json`).
+    /// Static credentials (a Docker `config.json`), tried after the
+    /// pod's pull secrets.
     pub credentials: Credentials,
+    /// Guard every connection (the injector: the pod's author picks the
+    /// registry): see [`Settings::allow`]; loopback, private, link-local,
+    /// unspecified and multicast addresses are refused unless that exact
+    /// `host:port` is in `allow` or `insecure`; every connection (redirects
+    /// and token realms included) goes through a checking proxy in the
+    /// process. Off: the lookup connects wherever a reference says (the
+    /// CLI on the operator's machine).
+    pub guard: bool,
+    /// With `guard`: when not empty, only registries matching one of these
+    /// are contacted (`host`, `host:port`, `*.example.com`).
+    pub allow: Vec<String>,
+    /// The caller passes the pod's pull-secret credentials to
+    /// [`Registry::lookup_all_with`] (the injector's
+    /// `--registry-pull-secrets`).
+    pub pod_pull_secrets: bool,
 }
 
 impl Default for Settings {
@@ -261,6 +351,9 @@ impl Default for Settings {
             ca_bundle: Vec::new(),
             insecure: Vec::new(),
             credentials: Credentials::none(),
+            guard: false,
+            allow: Vec::new(),
+            pod_pull_secrets: false,
         }
     }
 }
@@ -274,6 +367,14 @@ pub enum SettingsError {
     /// The CA bundle holds no certificate.
     #[error("the registry CA bundle holds no PEM certificate")]
     EmptyCaBundle,
+    /// An allow pattern that cannot be used.
+    #[error("--registry-allow {pattern:?}: {reason}")]
+    Allow {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn is_loopback(host_port: &str) -> bool {
@@ -305,11 +406,17 @@ pub enum FailureReason {
     Unreachable,
     /// The registry answered something that is not an image.
     Invalid,
+    /// The registry rules refused the host (`--registry-allow`, or a
+    /// loopback/private/link-local/... address).
+    Refused,
+    /// The pod's pull secrets cannot be read or used (missing, wrong type,
+    /// no entry for the registry), and no other credential was accepted.
+    Credentials,
 }
 
 impl FailureReason {
     /// All, in order (for metrics).
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 9] = [
         FailureReason::InvalidReference,
         FailureReason::NotFound,
         FailureReason::Unauthorized,
@@ -317,6 +424,8 @@ impl FailureReason {
         FailureReason::Platform,
         FailureReason::Unreachable,
         FailureReason::Invalid,
+        FailureReason::Refused,
+        FailureReason::Credentials,
     ];
 
     /// The metrics label.
@@ -329,6 +438,8 @@ impl FailureReason {
             FailureReason::Platform => "platform",
             FailureReason::Unreachable => "unreachable",
             FailureReason::Invalid => "invalid",
+            FailureReason::Refused => "refused",
+            FailureReason::Credentials => "credentials",
         }
     }
 }
@@ -365,7 +476,7 @@ pub const LATENCY_BUCKETS: [f64; 10] =
 pub struct Stats {
     lookups: AtomicU64,
     cache_hits: AtomicU64,
-    failures: [AtomicU64; 7],
+    failures: [AtomicU64; 9],
     /// Per bucket of [`LATENCY_BUCKETS`], then +Inf.
     latency: [AtomicU64; 11],
     latency_micros: AtomicU64,
@@ -440,7 +551,10 @@ const MAX_CLIENTS: usize = 64;
 /// Clients by registry and credential (`Debug` shows the count only: the
 /// keys hold passwords).
 #[derive(Default)]
-struct Clients(HashMap<(String, Option<(String, String)>), Client>);
+struct Clients(HashMap<ClientKey, (Client, Option<u64>)>);
+
+/// A registry and, for basic auth, the user and password.
+type ClientKey = (String, Option<(String, String)>);
 
 impl fmt::Debug for Clients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -456,6 +570,7 @@ pub struct Registry {
     cache: Mutex<Cache>,
     clients: Mutex<Clients>,
     stats: Stats,
+    guard: Option<Arc<guard::Guard>>,
 }
 
 /// One container's image to look up.
@@ -480,6 +595,13 @@ impl Registry {
         if let Some(bad) = settings.insecure.iter().find(|h| !is_loopback(h)) {
             return Err(SettingsError::InsecureNotLoopback(bad.clone()));
         }
+        let guard = if settings.guard {
+            let g = guard::Guard::new(&settings.allow, &settings.insecure)
+                .map_err(|(pattern, reason)| SettingsError::Allow { pattern, reason })?;
+            Some(Arc::new(g))
+        } else {
+            None
+        };
         let mut certificates = Vec::new();
         if !settings.ca_bundle.is_empty() {
             let text = String::from_utf8_lossy(&settings.ca_bundle);
@@ -507,6 +629,7 @@ impl Registry {
             cache: Mutex::new(Cache::default()),
             clients: Mutex::new(Clients::default()),
             stats: Stats::default(),
+            guard,
         })
     }
 
@@ -522,7 +645,8 @@ impl Registry {
 
     /// The client for `registry` with `auth` (built once: its connections
     /// and tokens are reused).
-    fn client_for(&self, registry: &str, auth: &RegistryAuth) -> Client {
+    /// With the guard, the client's proxy user (to read its refusals).
+    fn client_for(&self, registry: &str, auth: &RegistryAuth) -> (Client, Option<u64>) {
         let who = match auth {
             RegistryAuth::Basic(u, p) => Some((u.clone(), p.clone())),
             _ => None,
@@ -540,13 +664,23 @@ impl Registry {
         c
     }
 
-    fn client(&self) -> Client {
+    fn client(&self) -> (Client, Option<u64>) {
         let protocol = if self.settings.insecure.is_empty() {
             ClientProtocol::Https
         } else {
             ClientProtocol::HttpsExcept(self.settings.insecure.clone())
         };
-        Client::new(ClientConfig {
+        let (proxy, user) = match &self.guard {
+            Some(g) => {
+                let (url, user) = g.proxy_for_client();
+                (Some(url), Some(user))
+            }
+            None => (None, None),
+        };
+        let client = Client::new(ClientConfig {
+            https_proxy: proxy.clone(),
+            http_proxy: proxy,
+            no_proxy: None,
             protocol,
             extra_root_certificates: self.certificates.clone(),
             platform_resolver: None,
@@ -554,22 +688,36 @@ impl Registry {
             read_timeout: Some(self.settings.budget),
             user_agent: concat!("sidekey-registry/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
-        })
+        });
+        (client, user)
     }
 
     /// Looks up every container's image, within the budget, concurrently.
-    /// `extra`: credentials besides the configured ones (e.g. the pod's
-    /// `imagePullSecrets`). Per container: its config or why not.
+    /// `extra`: credentials besides the configured ones, tried before them.
+    /// Per container: its config or why not.
     pub async fn lookup_all(
         &self,
         needs: &[Need],
         platform: &Platform,
         extra: &Credentials,
     ) -> BTreeMap<String, Result<ImageConfig, LookupError>> {
+        let lazy = LazyCredentials::ready(PodCredentials::from_credentials(extra.clone()));
+        self.lookup_all_with(needs, platform, &lazy).await
+    }
+
+    /// [`Registry::lookup_all`] with the pod's pull-secret credentials,
+    /// read only when a registry refuses anonymous access (and at most
+    /// once for all the pod's images).
+    pub async fn lookup_all_with(
+        &self,
+        needs: &[Need],
+        platform: &Platform,
+        pod: &LazyCredentials<'_>,
+    ) -> BTreeMap<String, Result<ImageConfig, LookupError>> {
         let lookups = needs.iter().map(|n| async move {
             (
                 n.container.clone(),
-                self.lookup(&n.image, platform, extra).await,
+                self.lookup_with(&n.image, platform, pod).await,
             )
         });
         let all = futures_util::future::join_all(lookups);
@@ -603,6 +751,18 @@ impl Registry {
         image: &str,
         platform: &Platform,
         extra: &Credentials,
+    ) -> Result<ImageConfig, LookupError> {
+        let lazy = LazyCredentials::ready(PodCredentials::from_credentials(extra.clone()));
+        self.lookup_with(image, platform, &lazy).await
+    }
+
+    /// [`Registry::lookup`] with the pod's pull-secret credentials (read
+    /// only if anonymous access is refused).
+    pub async fn lookup_with(
+        &self,
+        image: &str,
+        platform: &Platform,
+        extra: &LazyCredentials<'_>,
     ) -> Result<ImageConfig, LookupError> {
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         let fail = |reason: FailureReason, answer: String| {
@@ -697,36 +857,229 @@ impl Registry {
         &self,
         reference: &Reference,
         platform: &Platform,
-        extra: &Credentials,
+        extra: &LazyCredentials<'_>,
     ) -> Result<ImageConfig, (FailureReason, String)> {
         let registry = reference.resolve_registry().to_owned();
-        let mut auths = vec![RegistryAuth::Anonymous];
-        let configured = self.settings.credentials.for_registry(&registry);
-        let more = extra.for_registry(&registry);
-        for c in configured.iter().chain(more) {
-            auths.push(RegistryAuth::Basic(c.username.clone(), c.password.clone()));
+        if let Some(g) = &self.guard {
+            let default_port = if self.settings.insecure.iter().any(|h| h == &registry) {
+                80
+            } else {
+                443
+            };
+            let Some((host, port)) = guard::split_host_port(&registry, default_port) else {
+                return Err((
+                    FailureReason::InvalidReference,
+                    format!("{registry} is not a registry host"),
+                ));
+            };
+            match g.check(&host, port).await {
+                Ok(_) => {}
+                Err(guard::Denied::Refused(m)) => {
+                    return Err((FailureReason::Refused, format!("registry refused: {m}")))
+                }
+                Err(guard::Denied::Unresolved(m)) => {
+                    return Err((FailureReason::Unreachable, m));
+                }
+            }
         }
-        let mut last = None;
-        for auth in &auths {
-            let client = self.client_for(&registry, auth);
-            match fetch_with(&client, auth, reference, platform).await {
-                Ok(c) => return Ok(c),
-                Err(Failure::Unauthorized(answer)) => last = Some(answer),
+        let mut tried = 0usize;
+        let anonymous = RegistryAuth::Anonymous;
+        let mut last = match self
+            .try_auth(&registry, &anonymous, reference, platform)
+            .await
+        {
+            Ok(c) => return Ok(c),
+            Err(Failure::Unauthorized(answer)) => answer,
+            Err(Failure::Other(reason, answer)) => return Err((reason, answer)),
+        };
+        // Then the pod's pull secrets, then the static file.
+        let pod = extra.get().await;
+        let mut notes: Vec<String> = pod.problems.clone();
+        let mut auths = Vec::new();
+        for (what, creds) in &pod.sources {
+            let list = creds.for_registry(&registry);
+            if list.is_empty() {
+                if let Some(what) = what {
+                    let has: Vec<&str> = creds.registries().collect();
+                    notes.push(format!(
+                        "{what} has no entry for {registry} (it has: {})",
+                        if has.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            has.join(", ")
+                        }
+                    ));
+                }
+            }
+            auths.extend(list.iter().cloned());
+        }
+        auths.extend(
+            self.settings
+                .credentials
+                .for_registry(&registry)
+                .iter()
+                .cloned(),
+        );
+        let mut seen = Vec::new();
+        for c in auths {
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c.clone());
+            tried += 1;
+            let auth = RegistryAuth::Basic(c.username, c.password);
+            match self.try_auth(&registry, &auth, reference, platform).await {
+                Ok(config) => return Ok(config),
+                Err(Failure::Unauthorized(answer)) => last = answer,
                 Err(Failure::Other(reason, answer)) => return Err((reason, answer)),
             }
         }
-        let tried = if auths.len() == 1 {
+        let tried = if tried == 0 {
             "anonymously (no credentials are configured for this registry)".to_owned()
         } else {
-            format!("anonymously and with {} credential(s)", auths.len() - 1)
+            format!("anonymously and with {tried} credential(s)")
+        };
+        let (reason, notes) = if notes.is_empty() {
+            (FailureReason::Unauthorized, String::new())
+        } else {
+            (
+                FailureReason::Credentials,
+                format!("; pull secrets: {}", notes.join("; ")),
+            )
         };
         Err((
-            FailureReason::Unauthorized,
-            format!(
-                "{registry} refused access {tried}: {}",
-                last.unwrap_or_default()
-            ),
+            reason,
+            format!("{registry} refused access {tried}: {last}{notes}"),
         ))
+    }
+
+    /// One attempt with `auth`; a connection the guard refused is
+    /// reported as such, whatever the client made of it.
+    async fn try_auth(
+        &self,
+        registry: &str,
+        auth: &RegistryAuth,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<ImageConfig, Failure> {
+        let (client, user) = self.client_for(registry, auth);
+        let started = Instant::now();
+        let result = fetch_with(&client, auth, reference, platform).await;
+        if result.is_err() {
+            if let (Some(g), Some(user)) = (&self.guard, user) {
+                if let Some(m) = g.take_refusal(user, started) {
+                    return Err(Failure::Other(
+                        FailureReason::Refused,
+                        format!("a connection of the lookup was refused: {m}"),
+                    ));
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Credentials from the pod (its pull secrets and its service account's),
+/// each with where it came from, and the problems met reading them (a
+/// missing secret, a wrong type: never a value).
+#[derive(Debug, Clone, Default)]
+pub struct PodCredentials {
+    sources: Vec<(Option<String>, Credentials)>,
+    problems: Vec<String>,
+}
+
+impl PodCredentials {
+    /// None.
+    pub fn new() -> Self {
+        PodCredentials::default()
+    }
+
+    /// Unnamed credentials (no "no entry" note when they have none for a
+    /// registry).
+    pub fn from_credentials(c: Credentials) -> Self {
+        PodCredentials {
+            sources: vec![(None, c)],
+            problems: Vec::new(),
+        }
+    }
+
+    /// Those of one pull secret; `what` names it (e.g. `pull secret
+    /// team-a/regcred`) in errors.
+    pub fn add(&mut self, what: impl Into<String>, c: Credentials) {
+        self.sources.push((Some(what.into()), c));
+    }
+
+    /// A problem to report if no credential is accepted (names the secret
+    /// and the rule, never a value).
+    pub fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
+
+    /// The problems so far.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// The number of credential sources.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+/// A future giving the pod's credentials.
+pub type PodCredentialsFuture<'a> = Pin<Box<dyn Future<Output = PodCredentials> + Send + 'a>>;
+
+/// The pod's credentials, read at most once and only when first needed
+/// (a registry refused anonymous access).
+pub struct LazyCredentials<'a> {
+    cell: tokio::sync::OnceCell<PodCredentials>,
+    make: Mutex<Option<PodCredentialsFuture<'a>>>,
+}
+
+impl fmt::Debug for LazyCredentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LazyCredentials(read: {})", self.cell.initialized())
+    }
+}
+
+impl<'a> LazyCredentials<'a> {
+    /// Read by `make` when first needed.
+    pub fn new(make: PodCredentialsFuture<'a>) -> Self {
+        LazyCredentials {
+            cell: tokio::sync::OnceCell::new(),
+            make: Mutex::new(Some(make)),
+        }
+    }
+
+    /// Already known.
+    pub fn ready(c: PodCredentials) -> Self {
+        LazyCredentials {
+            cell: tokio::sync::OnceCell::new_with(Some(c)),
+            make: Mutex::new(None),
+        }
+    }
+
+    /// None.
+    pub fn none() -> Self {
+        LazyCredentials::ready(PodCredentials::new())
+    }
+
+    /// Whether they were read.
+    pub fn was_read(&self) -> bool {
+        self.cell.initialized()
+    }
+
+    /// The credentials (read now if not yet).
+    pub async fn get(&self) -> &PodCredentials {
+        self.cell
+            .get_or_init(|| async {
+                let make = self.make.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match make {
+                    Some(f) => f.await,
+                    None => PodCredentials::new(),
+                }
+            })
+            .await
     }
 }
 
