@@ -410,3 +410,111 @@ pub fn touched_by_sidekey(pod: &Value) -> bool {
             .flatten()
             .any(|v| v["name"].as_str().unwrap_or("").starts_with("sidekey-"))
 }
+
+// ---------------------------------------------------------------------
+// Helm (tests/cluster/tests/helm.rs): the chart installed with the real
+// helm binary (scripts/helm), in place of the fixture's webhook.
+// ---------------------------------------------------------------------
+
+/// While alive, the fixture's MutatingWebhookConfiguration
+/// `sidekey-injector` is gone (the chart's webhook configuration has the
+/// same cluster-wide name); on drop, whatever holds that name is deleted
+/// and the fixture's registration (`webhook.yaml` in the state directory)
+/// is applied again.
+#[derive(Debug)]
+pub struct FixtureWebhookAway<'a>(&'a Cluster);
+
+impl Drop for FixtureWebhookAway<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        let _ = c.kubectl(
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                "sidekey-injector",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        let file = c.state.join("webhook.yaml");
+        let out = c.kubectl(&["apply", "-f", &file.to_string_lossy()], None);
+        if !out.status.success() {
+            eprintln!(
+                "could not restore the fixture's webhook registration: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+impl Cluster {
+    /// Runs `scripts/helm ARGS` (helm at the pinned version, built from the
+    /// Go module proxy on first use) against this API server as the admin.
+    pub fn helm(&self, args: &[&str]) -> std::process::Output {
+        Command::new(repo().join("scripts/helm"))
+            .args(args)
+            .current_dir(repo())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/helm")
+    }
+
+    /// Deletes the fixture's webhook configuration until the guard drops
+    /// (see [`FixtureWebhookAway`]).
+    ///
+    /// # Panics
+    /// When kubectl cannot delete it.
+    pub fn without_fixture_webhook(&self) -> FixtureWebhookAway<'_> {
+        let out = self.kubectl(
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                "sidekey-injector",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "deleting the fixture's webhook configuration: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        FixtureWebhookAway(self)
+    }
+
+    /// Writes a kubeconfig for service account `namespace/name` to `path`:
+    /// this API server and CA, and a token of that service account from the
+    /// TokenRequest API (`kubectl create token`, one hour), so a process run
+    /// with it has exactly that account's RBAC.
+    ///
+    /// # Panics
+    /// When the token cannot be made or the admin kubeconfig read.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str, path: &Path) {
+        let out = self.kubectl(
+            &["-n", namespace, "create", "token", name, "--duration", "1h"],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "kubectl create token {namespace}/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).expect("token");
+        let admin: Value = serde_norway::from_str(
+            &std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig"),
+        )
+        .expect("admin kubeconfig YAML");
+        let cluster = &admin["clusters"][0]["cluster"];
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": cluster}],
+            "users": [{"name": name, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": name}}],
+            "current-context": "local",
+        });
+        std::fs::write(path, serde_norway::to_string(&config).expect("kubeconfig"))
+            .expect("write the service account's kubeconfig");
+    }
+}
