@@ -146,9 +146,35 @@ pub struct Args {
     pub registry_auth: Option<PathBuf>,
 
     /// A registry (`HOST:PORT`) spoken to over plain HTTP; loopback only
-    /// (tests). Repeatable.
+    /// (tests). Repeatable. Also exempts that exact `HOST:PORT` from the
+    /// address rules (see `--registry-allow`).
     #[arg(long, value_name = "HOST:PORT")]
     pub registry_insecure: Vec<String>,
+
+    /// Only registries matching one of these are contacted: `host` (any
+    /// port), `host:port`, or `*.example.com` (its subdomains). Repeatable;
+    /// the variable is comma-separated. Without it any registry may be,
+    /// except that a host that is or resolves to a loopback, private
+    /// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7), link-local
+    /// (169.254/16, fe80::/10), unspecified or multicast address is refused
+    /// unless that exact `host:port` is named here or in
+    /// `--registry-insecure`. Every connection, redirects (blob storage)
+    /// and token realms included, is checked by these rules at connect
+    /// time, to the address checked.
+    #[arg(
+        long,
+        env = "SIDEKEY_INJECTOR_REGISTRY_ALLOW",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub registry_allow: Vec<String>,
+
+    /// When a registry refuses anonymous access, try the pod's
+    /// `imagePullSecrets` and its service account's (read through the
+    /// Kubernetes API: needs `get` on secrets and serviceaccounts in the
+    /// pods' namespaces), before `--registry-auth`. Off by default.
+    #[arg(long, env = "SIDEKEY_INJECTOR_REGISTRY_PULL_SECRETS")]
+    pub registry_pull_secrets: bool,
 }
 
 /// A setting that cannot be used: the process exits 64 with this one line.
@@ -187,6 +213,8 @@ pub enum SettingsError {
     #[error("--registry-auth: {0}")]
     RegistryAuth(#[source] sidekey_registry::CredentialsError),
     #[error("--registry-insecure: {0}")]
+    RegistryInsecure(#[source] sidekey_registry::SettingsError),
+    #[error("{0}")]
     Registry(#[source] sidekey_registry::SettingsError),
 }
 
@@ -214,12 +242,23 @@ fn registry_from_args(args: &Args) -> Result<sidekey_registry::Registry, Setting
         ca_bundle,
         insecure: args.registry_insecure.clone(),
         credentials,
+        guard: true,
+        allow: args
+            .registry_allow
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        pod_pull_secrets: args.registry_pull_secrets,
     })
     .map_err(|e| match e {
         sidekey_registry::SettingsError::EmptyCaBundle => SettingsError::RegistryCa {
             path: args.registry_ca.clone().unwrap_or_default(),
             reason: e.to_string(),
         },
+        e @ sidekey_registry::SettingsError::InsecureNotLoopback(_) => {
+            SettingsError::RegistryInsecure(e)
+        }
         e => SettingsError::Registry(e),
     })
 }

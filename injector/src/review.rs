@@ -207,6 +207,95 @@ pub fn image_needs(body: &[u8], config: &Config) -> Option<(Vec<Need>, Platform)
     Some((needs, platform))
 }
 
+/// Where the pod's registry credentials are (`--registry-pull-secrets`):
+/// its namespace, its `imagePullSecrets` and its service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSecretRefs {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// `spec.imagePullSecrets[].name`, in order.
+    pub secrets: Vec<String>,
+    /// `spec.serviceAccountName` (`default` when absent).
+    pub service_account: String,
+}
+
+#[derive(Deserialize)]
+struct RefsReview {
+    #[serde(default)]
+    request: Option<RefsRequest>,
+}
+
+#[derive(Deserialize)]
+struct RefsRequest {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    object: Option<RefsPod>,
+}
+
+#[derive(Deserialize)]
+struct RefsPod {
+    #[serde(default)]
+    metadata: Option<RefsMeta>,
+    #[serde(default)]
+    spec: Option<RefsSpec>,
+}
+
+#[derive(Deserialize)]
+struct RefsMeta {
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefsSpec {
+    #[serde(default)]
+    image_pull_secrets: Option<Vec<RefsName>>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+    #[serde(default)]
+    service_account: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefsName {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The pod's pull-secret references (read only when a lookup needs
+/// credentials); `None` for a body that is not a pod with a namespace.
+pub fn pull_secret_refs(body: &[u8]) -> Option<PullSecretRefs> {
+    let review: RefsReview = serde_json::from_slice(body).ok()?;
+    let request = review.request?;
+    let pod = request.object?;
+    let namespace = request
+        .namespace
+        .filter(|n| !n.is_empty())
+        .or(pod.metadata.and_then(|m| m.namespace))
+        .filter(|n| !n.is_empty())?;
+    let spec = pod.spec?;
+    let mut secrets = Vec::new();
+    for n in spec.image_pull_secrets.into_iter().flatten() {
+        if let Some(name) = n.name.filter(|n| !n.is_empty()) {
+            if !secrets.contains(&name) {
+                secrets.push(name);
+            }
+        }
+    }
+    let service_account = spec
+        .service_account_name
+        .or(spec.service_account)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    Some(PullSecretRefs {
+        namespace,
+        secrets,
+        service_account,
+    })
+}
+
 /// Reviews one body against `config`.
 pub fn review(body: &[u8], config: &Config) -> Reviewed {
     review_with_images(body, config, &Looked::new())

@@ -28,9 +28,9 @@ use sidekey_patch::Config;
 
 use crate::audit::{AuditSink, Lost, SubmitError};
 use crate::metrics::{Metrics, ReviewOutcome};
-use crate::review::{image_needs, review_with_images, Looked};
+use crate::review::{image_needs, pull_secret_refs, review_with_images, Looked, PullSecretRefs};
 use crate::tls::CertStore;
-use sidekey_registry::{Credentials, Registry};
+use sidekey_registry::{Credentials, LazyCredentials, PodCredentials, Registry};
 
 /// The largest review body read: 3 MiB (the API server's own request limit
 /// is 3 MiB, so a larger body cannot be a real review).
@@ -73,6 +73,28 @@ struct Inner {
     /// their registries (`--registry-lookup`); `None`: such containers need
     /// `sidekey.io/command`.
     registry: Option<Arc<Registry>>,
+    /// The Kubernetes client reading pull secrets
+    /// (`--registry-pull-secrets`), made on first use.
+    kube: KubeCell,
+}
+
+/// The Kubernetes client, made on first use (`Debug` says whether).
+#[derive(Default)]
+struct KubeCell(tokio::sync::OnceCell<kube::Client>);
+
+impl std::fmt::Debug for KubeCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KubeCell(made: {})", self.0.initialized())
+    }
+}
+
+/// A Kubernetes API error in words: the API server's status message (it
+/// names the object and the verb, never a Secret's data).
+fn kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
 }
 
 /// A boxed error, as `http_body_util` uses.
@@ -98,6 +120,7 @@ impl Injector {
                 certs,
                 limits,
                 registry: None,
+                kube: KubeCell::default(),
             }),
         }
     }
@@ -255,9 +278,90 @@ impl Injector {
         let Some((needs, platform)) = image_needs(body, &self.inner.config) else {
             return Looked::new();
         };
-        registry
-            .lookup_all(&needs, &platform, &Credentials::none())
+        if !registry.settings().pod_pull_secrets {
+            return registry
+                .lookup_all(&needs, &platform, &Credentials::none())
+                .await;
+        }
+        let Some(refs) = pull_secret_refs(body) else {
+            return registry
+                .lookup_all(&needs, &platform, &Credentials::none())
+                .await;
+        };
+        let lazy = LazyCredentials::new(Box::pin(self.pod_credentials(refs)));
+        registry.lookup_all_with(&needs, &platform, &lazy).await
+    }
+
+    /// The credentials of the pod's `imagePullSecrets` and of its service
+    /// account's, read through the Kubernetes API (not cached: a lookup
+    /// needs them only on an image-config cache miss that anonymous access
+    /// could not serve). Problems name the secret and the rule, never a
+    /// value.
+    async fn pod_credentials(&self, refs: PullSecretRefs) -> PodCredentials {
+        let mut out = PodCredentials::new();
+        let client = match self
+            .inner
+            .kube
+            .0
+            .get_or_try_init(kube::Client::try_default)
             .await
+        {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                out.problem(format!(
+                    "cannot reach the Kubernetes API to read the pod's pull secrets: {e}"
+                ));
+                return out;
+            }
+        };
+        let ns = refs.namespace.as_str();
+        let mut names: Vec<(String, String)> = refs
+            .secrets
+            .iter()
+            .map(|n| (n.clone(), "the pod's imagePullSecrets".to_owned()))
+            .collect();
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(client.clone(), ns);
+        let sa = refs.service_account.as_str();
+        match accounts.get_opt(sa).await {
+            Ok(Some(account)) => {
+                for r in account.image_pull_secrets.into_iter().flatten() {
+                    if !r.name.is_empty() && !names.iter().any(|(n, _)| *n == r.name) {
+                        names.push((r.name, format!("service account {ns}/{sa}")));
+                    }
+                }
+            }
+            Ok(None) => out.problem(format!("service account {ns}/{sa} does not exist")),
+            Err(e) => out.problem(format!(
+                "cannot get service account {ns}/{sa} (the injector needs get on serviceaccounts): {}",
+                kube_error(&e)
+            )),
+        }
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client, ns);
+        for (name, via) in names {
+            let what = format!("pull secret {ns}/{name} (from {via})");
+            match secrets.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    match Credentials::from_pull_secret(secret.type_.as_deref(), &data, &what) {
+                        Ok(c) => out.add(what, c),
+                        Err(problem) => out.problem(problem),
+                    }
+                }
+                Ok(None) => out.problem(format!("{what} does not exist")),
+                Err(e) => out.problem(format!(
+                    "cannot get {what} (the injector needs get on secrets): {}",
+                    kube_error(&e)
+                )),
+            }
+        }
+        out
     }
 
     /// Reviews `body`, and answers once its audit record is written (or

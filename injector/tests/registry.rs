@@ -105,11 +105,15 @@ impl Webhook {
     async fn with_registry(i: &Images, password: &str, extra: &[&str]) -> Webhook {
         let ca = i.ca();
         let auth = i.auth(&format!("auth-{password}.json"), password);
+        // The registry is on loopback: refused unless named exactly.
+        let host = i.registry.host();
         let mut args = vec![
             "--registry-ca",
             ca.to_str().unwrap(),
             "--registry-auth",
             auth.to_str().unwrap(),
+            "--registry-allow",
+            host.as_str(),
         ];
         args.extend_from_slice(extra);
         Webhook::start(&args).await
@@ -295,7 +299,9 @@ async fn a_wrong_password_is_denied_without_showing_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_hangs_is_cut_off_at_the_budget() {
     let hang = HangingServer::start().unwrap();
-    let mut hook = Webhook::start(&["--registry-budget", "500ms"]).await;
+    let allow = hang.host();
+    let mut hook =
+        Webhook::start(&["--registry-budget", "500ms", "--registry-allow", &allow]).await;
     let image = format!("{}/web/app:1", hang.host());
     let m = hook.denied("hangs", &pod_of(&image, None)).await;
     assert!(m.contains(&image) && m.contains("budget of 500ms"), "{m}");
@@ -361,4 +367,81 @@ async fn without_the_lookup_a_pod_without_a_command_is_still_told_what_to_set() 
     let m = r["status"]["message"].as_str().unwrap();
     assert!(m.contains("sidekey.io/command.api"), "{m}");
     assert!(!m.contains("registry"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outside_the_rules_is_refused_without_a_request() {
+    let Some(i) = images() else { return };
+    let image = i.image("web/app:1");
+    let before = i.registry.manifest_gets("web/app");
+    // Loopback, not named exactly; then an allow list without it (the
+    // variable, comma-separated).
+    for (uid, args, env, rule) in [
+        (
+            "loopback",
+            Vec::<&str>::new(),
+            Vec::<(&str, &str)>::new(),
+            "is a loopback address",
+        ),
+        (
+            "allow-list",
+            vec![],
+            vec![("SIDEKEY_INJECTOR_REGISTRY_ALLOW", "ghcr.io,*.corp.example")],
+            "is not matched by --registry-allow (ghcr.io, *.corp.example)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _, cert, key) = write_certs(dir.path());
+        let ca_file = i.ca();
+        let mut all = vec![
+            "--registry-lookup",
+            "--registry-ca",
+            ca_file.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let process = Process::start(&cert, &key, &all, &env);
+        let client = Client::connect(process.addr, &[&ca.der], Alpn::H2)
+            .await
+            .unwrap();
+        let mut hook = Webhook {
+            _dir: dir,
+            process,
+            client,
+        };
+        let m = hook.denied(uid, &pod_of(&image, None)).await;
+        assert!(
+            m.contains(&image) && m.contains(rule) && m.contains("sidekey.io/command.api"),
+            "{uid}: {m}"
+        );
+        let text = hook.metrics().await;
+        assert_eq!(
+            metric(
+                &text,
+                "sidekey_injector_image_lookup_failures_total{reason=\"refused\"}"
+            ),
+            1,
+            "{uid}"
+        );
+    }
+    assert_eq!(
+        i.registry.manifest_gets("web/app"),
+        before,
+        "the registry saw no request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_container_named_as_a_target_is_denied_before_any_lookup() {
+    // Init containers are never targets (the planner delivers only to app
+    // containers): one without a command is not looked up, the pod is
+    // denied naming it.
+    let Some(i) = images() else { return };
+    let mut hook = Webhook::with_registry(i, i.registry.password(), &[]).await;
+    let mut p = pod_of(&i.image("web/app:1"), None);
+    p["metadata"]["annotations"]["sidekey.io/containers"] = json!("setup");
+    p["spec"]["initContainers"] = json!([{"name": "setup", "image": i.image("web/cmdonly:1")}]);
+    let m = hook.denied("init-target", &p).await;
+    assert!(m.contains("setup") && m.contains("init container"), "{m}");
+    let text = hook.metrics().await;
+    assert_eq!(metric(&text, "sidekey_injector_image_lookups_total"), 0);
 }
