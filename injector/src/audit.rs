@@ -2,8 +2,11 @@
 //! (the default, collected with the pod's logs), standard error, or a file
 //! shared with other processes (`file:PATH`, hash-chained across them).
 //!
-//! Records are written by one writer thread fed by a bounded queue (see
-//! [`AuditSink`]), so a stalled output never blocks the runtime's workers.
+//! A stalled output never blocks the runtime's workers (see
+//! [`AuditSink`]): standard output is written by the reviews themselves
+//! through a non-blocking description of its pipe while the pipe takes the
+//! bytes at once, and by one writer thread, fed by a bounded queue, once it
+//! does not (and always for the other targets).
 //! A record that cannot be written is logged and counted
 //! (`sidekey_injector_audit_failures_total`), and the review is still
 //! answered: an admission webhook that fails closed on its own log output
@@ -16,6 +19,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io::Write as _;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -67,33 +71,50 @@ impl fmt::Display for AuditTarget {
 
 /// The injector's audit stream.
 ///
-/// Records are written by one dedicated writer thread, fed by a bounded
-/// queue, so that a slow or stalled output (a full log pipe, a slow log
-/// collector, a locked file) never blocks a runtime worker: health checks,
-/// metrics and TLS handshakes go on.
+/// No review ever waits on the output with a runtime worker: a slow or
+/// stalled output (a full log pipe, a slow log collector, a locked file)
+/// never blocks health checks, metrics, TLS handshakes or other reviews.
 ///
 /// A review builds its record's text on its own worker ([`EventText`]) and
-/// queues it ([`AuditSink::submit`]); that never blocks. The review then
-/// awaits its record's write ([`Pending`]) without holding a worker, and is
-/// answered only once the record is written. When the queue is full (the
-/// output has not kept up with [`AuditSink::capacity`] records), `submit`
-/// refuses at once ([`SubmitError::Full`]) and the review is answered 503.
+/// hands it over with [`AuditSink::submit`], which never blocks; the review
+/// is answered only once its record is written ([`Pending`]). On a stream
+/// (stdout, stderr, memory, any writer) one hash chain is shared by every
+/// review: `submit` stamps the record (time, seq, `prev`, the line's
+/// SHA-256) under the stream's lock, in the order the lines are written.
 ///
-/// On a stream (stdout, stderr, memory, any writer) the writer thread owns
-/// the one hash chain shared by every review and writes with a group commit:
-/// it takes every record queued (at most [`MAX_BATCH`]), stamps each (time,
-/// seq, `prev`, the line's SHA-256) in queue order, writes them at once, and
-/// then tells each review its result. A batch that cannot be written is lost
-/// whole: each of its reviews gets a [`Lost`] for its own record. The chain
-/// has moved on past them, so `sidekey audit verify` shows the gap at the
-/// next line. A file target (`file:PATH`, shared with other processes) is
-/// appended to one record at a time, each under the file's lock.
+/// Standard output, and any descriptor given to [`AuditSink::descriptor`],
+/// is written by the reviews themselves when it is a pipe or a character
+/// device (`/dev/null`, a terminal): through a second, non-blocking open
+/// file description of the same pipe (`/proc/self/fd/N` opened with
+/// `O_NONBLOCK`, so the process's own descriptor, shared with whoever
+/// else writes it, stays blocking). A group commit: the review that finds
+/// nobody writing writes its line and every line stamped meanwhile; the
+/// others' reviews are told when theirs is out. When the pipe takes only
+/// part of a batch (it is full), the rest, cut anywhere in a line, goes
+/// first to one dedicated writer thread, which waits for the pipe to drain
+/// with a blocking write; every line stamped until the thread has written
+/// everything goes to it too, in chain order, and then the reviews write
+/// again. So lines are never split, interleaved or reordered.
 ///
-/// Records still queued when the sink is dropped are written by the writer
-/// thread before it ends, if the process lives that long.
+/// Other outputs (standard error, which the log shares; a regular file;
+/// a socket; memory or a writer in tests) and systems where the second
+/// description cannot be opened are always written by the writer thread.
+///
+/// Bounded: while [`AuditSink::capacity`] records wait for a write to
+/// start, `submit` refuses at once ([`SubmitError::Full`]) and the review
+/// is answered 503.
+///
+/// A batch that cannot be written is lost whole: each of its reviews gets a
+/// [`Lost`] for its own record. The chain has moved on past them, so
+/// `sidekey audit verify` shows the gap at the next line. A file target
+/// (`file:PATH`, shared with other processes) is appended to one record at
+/// a time by the writer thread, each under the file's lock.
+///
+/// Records still waiting when the sink is dropped are written by the
+/// writer thread before it ends, if the process lives that long.
 #[derive(Debug)]
 pub struct AuditSink {
-    queue: Arc<Queue>,
+    shared: Arc<Shared>,
     capacity: usize,
     /// Whether records go to a file (queued as events, not text).
     file: bool,
@@ -101,57 +122,106 @@ pub struct AuditSink {
     memory: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
-/// The default number of records that may wait for the writer thread.
+/// The default number of records that may wait for a write.
 pub const QUEUE: usize = 1024;
 
-/// The most records written at once.
+/// The most records the writer thread writes at once.
 pub const MAX_BATCH: usize = 256;
 
 /// How many times the writer thread yields, looking for more records,
-/// before it sleeps.
+/// before it sleeps (outputs it writes alone).
 const SPINS: usize = 4;
+
+/// How many batches one review writes for others after its own before it
+/// leaves the rest to the writer thread.
+const ROUNDS: usize = 8;
 
 /// The largest batch buffer kept for reuse.
 const KEPT_BUFFER: usize = 64 * 1024;
 
-/// The hand-off between the reviews and the writer thread: a plain
-/// vector under a mutex. A review pushes its record and wakes the writer
-/// only when the writer sleeps (one futex call per batch, not per record);
-/// the writer takes the whole queue at once by swapping vectors (no
-/// allocation, no per-record receive).
-#[derive(Debug, Default)]
-struct Queue {
+/// What reviews and the writer thread share.
+#[derive(Debug)]
+struct Shared {
     state: Mutex<State>,
+    /// Wakes the writer thread.
     wake: Condvar,
+    /// A non-blocking description of the stream's pipe, written by reviews
+    /// while nobody else writes ([`Writing::Nobody`]); `None`: only the
+    /// writer thread writes.
+    direct: Option<std::fs::File>,
 }
 
-#[derive(Debug, Default)]
+/// Who writes the stream now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// Nobody: the next review writes at once (outputs with a
+    /// [`Shared::direct`] only; pending lines are empty).
+    Nobody,
+    /// A review, with a non-blocking write; lines stamped meanwhile wait
+    /// for it.
+    Review,
+    /// The writer thread: every stamped line waits for it.
+    Thread,
+}
+
+#[derive(Debug)]
 struct State {
+    /// File targets: the events waiting for the writer thread.
     jobs: Vec<Job>,
-    /// The writer thread waits on [`Queue::wake`] (or is about to).
+    /// Stream targets: the chain, the stamped lines not written yet and
+    /// their reviews (in line order).
+    chain: Chain,
+    pending: Vec<u8>,
+    waiters: Vec<Waiter>,
+    writing: Writing,
+    /// A buffer kept for the next batch.
+    spare: Vec<u8>,
+    /// The writer thread waits on [`Shared::wake`] (or is about to).
     idle: bool,
-    /// Every sink is gone: the writer writes what is queued and ends.
+    /// Every sink is gone: the writer writes what is waiting and ends.
     closed: bool,
     /// The writer thread is gone (it could not start, or has ended).
     gone: bool,
 }
 
-impl Queue {
-    /// Takes the records queued (at most [`MAX_BATCH`]) into `into`
-    /// (empty), sleeping while there are none; false once the queue is
-    /// closed and empty.
-    fn take(&self, into: &mut Vec<Job>) -> bool {
+/// A stamped line's review.
+#[derive(Debug)]
+struct Waiter {
+    seq: u64,
+    /// Where its line ends in the pending lines (or the batch).
+    end: usize,
+    /// `None`: the review writing the batch itself.
+    done: Option<oneshot::Sender<Result<(), Lost>>>,
+}
+
+impl Shared {
+    /// Takes the waiting lines (at most [`MAX_BATCH`]) or file events
+    /// into `batch`, `waiters` and `jobs` (empty), sleeping while there are
+    /// none for the writer thread; false once closed and empty.
+    fn take(&self, batch: &mut Vec<u8>, waiters: &mut Vec<Waiter>, jobs: &mut Vec<Job>) -> bool {
         let mut st = lock(&self.state);
         loop {
             if !st.jobs.is_empty() {
-                if st.jobs.len() <= MAX_BATCH {
-                    std::mem::swap(&mut st.jobs, into);
+                std::mem::swap(&mut st.jobs, jobs);
+                return true;
+            }
+            if st.writing == Writing::Thread && !st.waiters.is_empty() {
+                let s = &mut *st;
+                if s.waiters.len() <= MAX_BATCH {
+                    std::mem::swap(&mut s.pending, batch);
+                    std::mem::swap(&mut s.waiters, waiters);
                 } else {
-                    into.extend(st.jobs.drain(..MAX_BATCH));
+                    let cut = s.waiters[MAX_BATCH - 1].end;
+                    batch.extend_from_slice(&s.pending[..cut]);
+                    s.pending.drain(..cut);
+                    waiters.extend(s.waiters.drain(..MAX_BATCH));
+                    for w in &mut s.waiters {
+                        w.end -= cut;
+                    }
                 }
                 return true;
             }
-            if st.closed {
+            if st.closed && st.waiters.is_empty() {
                 return false;
             }
             st.idle = true;
@@ -160,45 +230,42 @@ impl Queue {
         }
     }
 
-    /// Whether records are queued (without waiting).
+    /// Whether lines or events wait for the writer thread.
     fn any(&self) -> bool {
-        !lock(&self.state).jobs.is_empty()
+        let st = lock(&self.state);
+        !st.jobs.is_empty() || !st.waiters.is_empty()
     }
 }
 
 impl Drop for AuditSink {
     fn drop(&mut self) {
-        lock(&self.queue.state).closed = true;
-        self.queue.wake.notify_one();
+        lock(&self.shared.state).closed = true;
+        self.shared.wake.notify_one();
     }
 }
 
-/// Marks the queue's writer gone when the writer thread ends (even by a
-/// panic): later submits fail at once instead of waiting.
-struct Ending(Arc<Queue>);
+/// Marks the writer gone when the writer thread ends (even by a panic):
+/// later submits fail at once instead of waiting.
+struct Ending(Arc<Shared>);
 
 impl Drop for Ending {
     fn drop(&mut self) {
         let mut st = lock(&self.0.state);
         st.gone = true;
-        // Whatever is still queued will never be written: its reviews are
+        // Whatever is still waiting will never be written: its reviews are
         // told so (their senders are dropped).
         st.jobs.clear();
+        st.waiters.clear();
+        st.pending.clear();
     }
 }
 
-/// One record queued for the writer thread, and where its result goes.
+/// One file record queued for the writer thread, and where its result
+/// goes.
 struct Job {
-    record: Queued,
+    event: Box<Event>,
     ts: SystemTime,
     done: oneshot::Sender<Result<(), Lost>>,
-}
-
-enum Queued {
-    /// Stream targets: the text, stamped by the writer thread.
-    Text(EventText),
-    /// File targets: the event, appended under the file's lock.
-    Event(Box<Event>),
 }
 
 impl fmt::Debug for Job {
@@ -243,11 +310,11 @@ pub struct Lost {
     pub error: AuditError,
 }
 
-/// A record that was not queued.
+/// A record that was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    /// The queue holds `capacity` records not written yet: the output is
-    /// stalled or slower than the reviews.
+    /// `capacity` records wait for a write: the output is stalled or
+    /// slower than the reviews.
     #[error("the audit log is not keeping up: {capacity} records are waiting to be written")]
     Full { capacity: usize },
     /// The record cannot be written at all (a reserved field, the writer
@@ -256,24 +323,44 @@ pub enum SubmitError {
     Lost(#[from] Lost),
 }
 
-/// A queued record's write, awaited by its review (see [`AuditSink`]).
+/// A submitted record's write, awaited by its review (see [`AuditSink`]).
 #[derive(Debug)]
-pub struct Pending(oneshot::Receiver<Result<(), Lost>>);
+pub struct Pending(Waiting);
+
+#[derive(Debug)]
+enum Waiting {
+    /// Written (or lost) by `submit` itself.
+    Done(Option<Result<(), Lost>>),
+    /// Written by another review's write or by the writer thread.
+    Told(oneshot::Receiver<Result<(), Lost>>),
+}
 
 impl Future for Pending {
     type Output = Result<(), Lost>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(gone())))
+        match &mut self.0 {
+            Waiting::Done(result) => Poll::Ready(result.take().unwrap_or_else(|| Err(gone()))),
+            Waiting::Told(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(gone()))),
+        }
     }
 }
 
 impl Pending {
     /// Waits for the write, blocking the thread (not on a runtime worker).
     pub fn wait(self) -> Result<(), Lost> {
-        self.0.blocking_recv().unwrap_or_else(|_| Err(gone()))
+        match self.0 {
+            Waiting::Done(result) => result.unwrap_or_else(|| Err(gone())),
+            Waiting::Told(rx) => rx.blocking_recv().unwrap_or_else(|_| Err(gone())),
+        }
+    }
+
+    /// Whether `submit` wrote the record itself (or failed to): the result
+    /// is there without waiting.
+    pub fn is_done(&self) -> bool {
+        matches!(self.0, Waiting::Done(_))
     }
 }
 
@@ -288,7 +375,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AuditSink {
-    /// A sink writing to `target`, with a queue of [`QUEUE`] records.
+    /// A sink writing to `target`, with room for [`QUEUE`] waiting records.
     pub fn new(target: &AuditTarget) -> AuditSink {
         AuditSink::with_capacity(target, QUEUE)
     }
@@ -297,17 +384,18 @@ impl AuditSink {
     /// least 1) wait to be written.
     pub fn with_capacity(target: &AuditTarget, capacity: usize) -> AuditSink {
         match target {
-            AuditTarget::Stdout => AuditSink::start(
-                Writer::Stream(Out::Stdout(std::io::stdout())),
-                capacity,
-                None,
-            ),
+            AuditTarget::Stdout => {
+                let stdout = std::io::stdout();
+                let direct = nonblocking::reopen(stdout.as_fd());
+                AuditSink::start(Writer::Stream(Out::Stdout(stdout)), capacity, None, direct)
+            }
             AuditTarget::Stderr => AuditSink::start(
                 Writer::Stream(Out::Stderr(std::io::stderr())),
                 capacity,
                 None,
+                None,
             ),
-            AuditTarget::File(p) => AuditSink::start(Writer::File(p.clone()), capacity, None),
+            AuditTarget::File(p) => AuditSink::start(Writer::File(p.clone()), capacity, None, None),
         }
     }
 
@@ -318,30 +406,71 @@ impl AuditSink {
             Writer::Stream(Out::Memory(lines.clone())),
             QUEUE,
             Some(lines),
+            None,
         )
     }
 
-    /// A sink writing to any writer (a pipe, a socket; tests).
+    /// A sink writing to any writer (a pipe, a socket; tests), always by
+    /// the writer thread.
     pub fn writer(out: Box<dyn std::io::Write + Send>, capacity: usize) -> AuditSink {
-        AuditSink::start(Writer::Stream(Out::Writer(out)), capacity, None)
+        AuditSink::start(Writer::Stream(Out::Writer(out)), capacity, None, None)
     }
 
-    fn start(writer: Writer, capacity: usize, memory: Option<Arc<Mutex<Vec<u8>>>>) -> AuditSink {
+    /// A sink writing to an open descriptor as it writes to standard
+    /// output: by the reviews themselves while a pipe or character device
+    /// takes the bytes at once, else by the writer thread (see the type's
+    /// documentation).
+    pub fn descriptor(fd: OwnedFd, capacity: usize) -> AuditSink {
+        let direct = nonblocking::reopen(fd.as_fd());
+        let out = Out::Writer(Box::new(std::fs::File::from(fd)));
+        AuditSink::start(Writer::Stream(out), capacity, None, direct)
+    }
+
+    /// Whether reviews write this sink's records themselves when the output
+    /// takes them at once (else only the writer thread writes).
+    pub fn writes_directly(&self) -> bool {
+        self.shared.direct.is_some()
+    }
+
+    fn start(
+        writer: Writer,
+        capacity: usize,
+        memory: Option<Arc<Mutex<Vec<u8>>>>,
+        direct: Option<std::fs::File>,
+    ) -> AuditSink {
         let capacity = capacity.max(1);
         let file = matches!(writer, Writer::File(_));
-        let queue = Arc::new(Queue::default());
-        let jobs = Ending(queue.clone());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                jobs: Vec::new(),
+                chain: Chain::new(),
+                pending: Vec::new(),
+                waiters: Vec::new(),
+                writing: if direct.is_some() {
+                    Writing::Nobody
+                } else {
+                    Writing::Thread
+                },
+                spare: Vec::new(),
+                idle: false,
+                closed: false,
+                gone: false,
+            }),
+            wake: Condvar::new(),
+            direct,
+        });
+        let ending = Ending(shared.clone());
         let thread = std::thread::Builder::new()
             .name("sidekey-audit".to_owned())
-            .spawn(move || writer.run(jobs));
+            .spawn(move || writer.run(ending));
         if let Err(e) = thread {
             // The writer went with the thread: every submit fails (and is
             // counted) instead of hanging.
-            lock(&queue.state).gone = true;
+            lock(&shared.state).gone = true;
             tracing::error!(error = %e, "cannot start the audit writer thread");
         }
         AuditSink {
-            queue,
+            shared,
             capacity,
             file,
             memory,
@@ -353,21 +482,173 @@ impl AuditSink {
         self.capacity
     }
 
-    /// Queues one record without blocking; await the [`Pending`] for its
-    /// write.
+    /// Hands one record over without blocking; await the [`Pending`] for
+    /// its write.
     pub fn submit(&self, event: &Event) -> Result<Pending, SubmitError> {
-        let record = if !self.file {
-            Queued::Text(EventText::new(Component::Injector, event).map_err(Lost::one)?)
-        } else {
-            Queued::Event(Box::new(event.clone()))
-        };
-        let (done, pending) = oneshot::channel();
+        if self.file {
+            return self.queue_event(event);
+        }
+        let text = EventText::new(Component::Injector, event).map_err(Lost::one)?;
+        let shared = &*self.shared;
+        let mut st = lock(&shared.state);
+        if st.gone {
+            return Err(SubmitError::Lost(gone()));
+        }
+        let writes = st.writing == Writing::Nobody;
+        if !writes && st.waiters.len() >= self.capacity {
+            return Err(SubmitError::Full {
+                capacity: self.capacity,
+            });
+        }
+        let s = &mut *st;
+        let seq = s.chain.next_seq();
+        s.chain
+            .append(&text, SystemTime::now(), &mut s.pending)
+            .map_err(Lost::one)?;
+        let end = s.pending.len();
+        if let (true, Some(fd)) = (writes, &shared.direct) {
+            // Nobody writes: this review does (and nothing else is pending).
+            s.waiters.push(Waiter {
+                seq,
+                end,
+                done: None,
+            });
+            s.writing = Writing::Review;
+            let batch = std::mem::replace(&mut s.pending, std::mem::take(&mut s.spare));
+            let waiters = std::mem::take(&mut s.waiters);
+            drop(st);
+            return Ok(self.write_directly(fd, batch, waiters));
+        }
+        let (done, told) = oneshot::channel();
+        s.waiters.push(Waiter {
+            seq,
+            end,
+            done: Some(done),
+        });
+        // Only a sleeping writer thread that is to write needs the wake-up
+        // (a futex call); one that is writing takes this line with its
+        // next batch, and a review writing takes it in its next round.
+        let wake = s.writing == Writing::Thread && std::mem::take(&mut s.idle);
+        drop(st);
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(Pending(Waiting::Told(told)))
+    }
+
+    /// A review's own write (see the type's documentation): `batch` holds
+    /// its line, last; then, while lines were stamped during the write, up
+    /// to [`ROUNDS`] more batches; whatever the pipe does not take at once
+    /// goes to the writer thread.
+    fn write_directly(
+        &self,
+        fd: &std::fs::File,
+        mut batch: Vec<u8>,
+        mut waiters: Vec<Waiter>,
+    ) -> Pending {
+        let shared = &*self.shared;
+        let mut own: Option<Pending> = None;
+        for round in 1.. {
+            let written = nonblocking::write(fd, &batch);
+            let mut st = lock(&shared.state);
+            let s = &mut *st;
+            // The waiters whose lines are out, and the result for them.
+            let (out, result) = match &written {
+                Ok(n) => (waiters.partition_point(|w| w.end <= *n), None),
+                Err(e) => (waiters.len(), Some(e)),
+            };
+            let mut handed_over = false;
+            if out < waiters.len() {
+                // The pipe is full: the rest of the batch, then the lines
+                // stamped meanwhile, go to the writer thread, in order.
+                let from = written.as_ref().copied().unwrap_or(0);
+                let rest = batch.len() - from;
+                batch.drain(..from);
+                batch.extend_from_slice(&s.pending);
+                std::mem::swap(&mut batch, &mut s.pending);
+                let mut rest_waiters: Vec<Waiter> = waiters.drain(out..).collect();
+                for w in &mut rest_waiters {
+                    w.end -= from;
+                    if w.done.is_none() {
+                        let (done, told) = oneshot::channel();
+                        w.done = Some(done);
+                        own = Some(Pending(Waiting::Told(told)));
+                    }
+                }
+                for w in &mut s.waiters {
+                    w.end += rest;
+                }
+                rest_waiters.append(&mut s.waiters);
+                s.waiters = rest_waiters;
+                s.writing = Writing::Thread;
+                handed_over = true;
+                if s.gone {
+                    // Nobody will write them: their reviews are told so.
+                    s.waiters.clear();
+                    s.pending.clear();
+                }
+            }
+            let next = if handed_over {
+                false
+            } else if s.waiters.is_empty() {
+                s.writing = Writing::Nobody;
+                false
+            } else if round < ROUNDS {
+                true
+            } else {
+                s.writing = Writing::Thread;
+                handed_over = true;
+                false
+            };
+            let wake = handed_over && std::mem::take(&mut s.idle);
+            // The next batch: the lines stamped during this write.
+            let mut done = std::mem::take(&mut waiters);
+            if next {
+                batch.clear();
+                std::mem::swap(&mut batch, &mut s.pending);
+                std::mem::swap(&mut waiters, &mut s.waiters);
+            } else if s.spare.capacity() < batch.capacity() && batch.capacity() <= KEPT_BUFFER {
+                batch.clear();
+                s.spare = std::mem::take(&mut batch);
+            }
+            drop(st);
+            if wake {
+                shared.wake.notify_one();
+            }
+            for w in done.drain(..) {
+                let r = match result {
+                    None => Ok(()),
+                    Some(e) => Err(Lost {
+                        records: 1,
+                        first_seq: w.seq,
+                        last_seq: w.seq,
+                        error: AuditError::Write(std::io::Error::new(e.kind(), e.to_string())),
+                    }),
+                };
+                match w.done {
+                    Some(tell) => {
+                        // The review may have stopped waiting (it timed out).
+                        let _ = tell.send(r);
+                    }
+                    None => own = Some(Pending(Waiting::Done(Some(r)))),
+                }
+            }
+            if !next {
+                break;
+            }
+        }
+        own.unwrap_or(Pending(Waiting::Done(None)))
+    }
+
+    /// A file target's record, queued for the writer thread.
+    fn queue_event(&self, event: &Event) -> Result<Pending, SubmitError> {
+        let (done, told) = oneshot::channel();
         let job = Job {
-            record,
+            event: Box::new(event.clone()),
             ts: SystemTime::now(),
             done,
         };
-        let mut st = lock(&self.queue.state);
+        let mut st = lock(&self.shared.state);
         if st.gone {
             return Err(SubmitError::Lost(gone()));
         }
@@ -377,14 +658,12 @@ impl AuditSink {
             });
         }
         st.jobs.push(job);
-        // Only a sleeping writer needs the wake-up (a futex call); one
-        // that is writing takes this record with its next batch.
         let wake = std::mem::take(&mut st.idle);
         drop(st);
         if wake {
-            self.queue.wake.notify_one();
+            self.shared.wake.notify_one();
         }
-        Ok(Pending(pending))
+        Ok(Pending(Waiting::Told(told)))
     }
 
     /// Writes one record and returns once it is written, blocking the
@@ -424,82 +703,69 @@ enum Writer {
 }
 
 impl Writer {
-    /// The writer thread: until every sink is gone and the queue is
-    /// empty.
+    /// The writer thread: until every sink is gone and nothing waits.
     fn run(self, ending: Ending) {
-        let queue = &*ending.0;
+        let shared = &*ending.0;
+        let mut batch = Vec::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
         let mut jobs: Vec<Job> = Vec::new();
         match self {
             Writer::File(path) => {
-                while queue.take(&mut jobs) {
+                while shared.take(&mut batch, &mut waiters, &mut jobs) {
                     for job in jobs.drain(..) {
-                        let result = match job.record {
-                            Queued::Event(event) => {
-                                append_to_file_at(&path, Component::Injector, *event, job.ts)
-                                    .map(drop)
-                                    .map_err(Lost::one)
-                            }
-                            Queued::Text(_) => Err(Lost::one(AuditError::Write(
-                                std::io::Error::other("a stream record sent to a file sink"),
-                            ))),
-                        };
+                        let result =
+                            append_to_file_at(&path, Component::Injector, *job.event, job.ts)
+                                .map(drop)
+                                .map_err(Lost::one);
                         // The review may have stopped waiting (it timed out).
                         let _ = job.done.send(result);
                     }
                 }
             }
             Writer::Stream(mut out) => {
-                let mut chain = Chain::new();
-                let mut batch = Vec::new();
-                // Each written record's seq and its review.
-                let mut waiting: Vec<(u64, oneshot::Sender<Result<(), Lost>>)> = Vec::new();
-                while queue.take(&mut jobs) {
-                    for job in jobs.drain(..) {
-                        let seq = chain.next_seq();
-                        let stamped = match &job.record {
-                            Queued::Text(text) => chain.append(text, job.ts, &mut batch),
-                            Queued::Event(event) => EventText::new(Component::Injector, event)
-                                .and_then(|text| chain.append(&text, job.ts, &mut batch)),
-                        };
-                        match stamped {
-                            Ok(()) => waiting.push((seq, job.done)),
-                            Err(e) => {
-                                let _ = job.done.send(Err(Lost::one(e)));
-                            }
+                while shared.take(&mut batch, &mut waiters, &mut jobs) {
+                    let written = catch_unwind(AssertUnwindSafe(|| out.write_batch(&batch)))
+                        .unwrap_or_else(|_| {
+                            Err(std::io::Error::other("the audit writer panicked"))
+                        });
+                    let more = {
+                        let mut st = lock(&shared.state);
+                        if st.waiters.is_empty() && shared.direct.is_some() {
+                            // Written up: the reviews write again.
+                            st.writing = Writing::Nobody;
                         }
-                    }
-                    let written = if batch.is_empty() {
-                        Ok(())
-                    } else {
-                        catch_unwind(AssertUnwindSafe(|| out.write_batch(&batch))).unwrap_or_else(
-                            |_| Err(std::io::Error::other("the audit writer panicked")),
-                        )
+                        !st.waiters.is_empty()
                     };
-                    for (seq, done) in waiting.drain(..) {
+                    for w in waiters.drain(..) {
                         let result = match &written {
                             Ok(()) => Ok(()),
                             Err(e) => Err(Lost {
                                 records: 1,
-                                first_seq: seq,
-                                last_seq: seq,
+                                first_seq: w.seq,
+                                last_seq: w.seq,
                                 error: AuditError::Write(std::io::Error::new(
                                     e.kind(),
                                     e.to_string(),
                                 )),
                             }),
                         };
-                        let _ = done.send(result);
+                        if let Some(tell) = w.done {
+                            let _ = tell.send(result);
+                        }
                     }
                     batch.clear();
                     if batch.capacity() > KEPT_BUFFER {
                         batch = Vec::new();
                     }
+                    if more || shared.direct.is_some() {
+                        continue;
+                    }
                     // Before sleeping (and making the next review wake this
                     // thread), give the runtime's threads a few turns to
-                    // queue more: under load the next batch is then taken
+                    // submit more: under load the next batch is then taken
                     // without a wake-up.
                     for _ in 0..SPINS {
-                        if queue.any() {
+                        if shared.any() {
                             break;
                         }
                         std::thread::yield_now();
@@ -507,6 +773,85 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// The second, non-blocking open file description of a pipe that reviews
+/// write at once.
+mod nonblocking {
+    use std::fs::File;
+    use std::io::Write as _;
+    use std::os::fd::BorrowedFd;
+
+    /// `O_NONBLOCK` where its value is the generic Linux one.
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64",
+            target_arch = "s390x",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64"
+        )
+    ))]
+    const O_NONBLOCK: Option<i32> = Some(0o4000);
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64",
+            target_arch = "s390x",
+            target_arch = "loongarch64",
+            target_arch = "powerpc64"
+        )
+    )))]
+    const O_NONBLOCK: Option<i32> = None;
+
+    /// A new open file description of `fd`'s pipe or character device,
+    /// non-blocking, with the process's own descriptor (and whoever shares
+    /// its description) left as it is; `None` for anything else (a
+    /// regular file would get an offset of its own, a socket cannot be
+    /// opened again), or when it cannot be opened.
+    pub(super) fn reopen(fd: BorrowedFd<'_>) -> Option<File> {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+
+        let flag = O_NONBLOCK?;
+        let meta = File::from(fd.try_clone_to_owned().ok()?).metadata().ok()?;
+        let kind = meta.file_type();
+        if !(kind.is_fifo() || kind.is_char_device()) {
+            return None;
+        }
+        let twin = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(flag)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .ok()?;
+        let same = twin.metadata().ok()?;
+        (same.dev() == meta.dev() && same.ino() == meta.ino() && same.rdev() == meta.rdev())
+            .then_some(twin)
+    }
+
+    /// Writes what `fd` takes now: how many bytes of `buf` (all of it, or
+    /// fewer when the pipe is full).
+    pub(super) fn write(mut fd: &File, buf: &[u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match fd.write(&buf[n..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -732,5 +1077,128 @@ mod tests {
         let e = lost(AuditSink::memory().write(&bad).unwrap_err());
         assert!(matches!(e.error, AuditError::ReservedField(_)));
         assert_eq!((e.records, e.first_seq, e.last_seq), (1, 0, 0));
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use std::io::Read as _;
+    use std::task::Waker;
+
+    fn event(pod: &str, pad: usize) -> Event {
+        let mut e = Event::new("review");
+        e.pod = Some(pod.to_owned());
+        e.extra.insert("pad".to_owned(), "x".repeat(pad).into());
+        e
+    }
+
+    fn ready(p: &mut Pending) -> Option<Result<(), Lost>> {
+        match Pin::new(p).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    /// A batch of three lines meets a pipe with one page free: the pipe
+    /// takes the first line and part of the second; the rest goes to the
+    /// writer thread, which writes it once the pipe drains, before any
+    /// later line; then reviews write at once again.
+    #[test]
+    fn a_pipe_full_mid_batch_keeps_lines_whole_and_in_order() {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let sink = AuditSink::descriptor(writer.into(), QUEUE);
+        assert!(sink.writes_directly());
+        let fd = sink.shared.direct.as_ref().unwrap();
+
+        // A record written at once.
+        let mut first = sink.submit(&event("first", 10)).unwrap();
+        assert!(first.is_done());
+        assert!(ready(&mut first).unwrap().is_ok());
+
+        // Fill the pipe (its first page holds the first line, the others
+        // a page of filler each), then read the first line: one page free.
+        let page = [b'#'; 4096];
+        let mut filler = 0;
+        loop {
+            let n = nonblocking::write(fd, &page).unwrap();
+            filler += n;
+            if n < page.len() {
+                break;
+            }
+        }
+        assert!(filler >= 4096);
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while head.last() != Some(&b'\n') {
+            reader.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+
+        // Three lines stamped while "a review writes" (2,000 bytes each:
+        // the batch is more than a page), then that review's round.
+        lock(&sink.shared.state).writing = Writing::Review;
+        let mut pending: Vec<Pending> = (0..3)
+            .map(|i| sink.submit(&event(&format!("batch-{i}"), 2000)).unwrap())
+            .collect();
+        assert!(pending.iter().all(|p| !p.is_done()));
+        let (batch, waiters) = {
+            let mut st = lock(&sink.shared.state);
+            let s = &mut *st;
+            assert_eq!(s.waiters.len(), 3);
+            (
+                std::mem::take(&mut s.pending),
+                std::mem::take(&mut s.waiters),
+            )
+        };
+        let lines = batch.clone();
+        assert!(lines.len() > 4096 && lines.len() < 2 * 4096);
+        let ends: Vec<usize> = (0..lines.len()).filter(|i| lines[*i] == b'\n').collect();
+        assert!(ends[0] < 4096 && ends[1] > 4096, "{ends:?}");
+        drop(sink.write_directly(fd, batch, waiters));
+        // The first line went out whole; the second was cut (4,096 bytes
+        // taken) and waits with the third for the writer thread, which is
+        // stuck in its write: the pipe is full.
+        assert!(ready(&mut pending[0]).unwrap().is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(ready(&mut pending[1]).is_none());
+        assert!(ready(&mut pending[2]).is_none());
+        assert_eq!(lock(&sink.shared.state).writing, Writing::Thread);
+        // A record submitted now waits behind them.
+        let later = sink.submit(&event("later", 10)).unwrap();
+        assert!(!later.is_done());
+
+        // Drain: everything arrives, in order, and reviews write again.
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        // (The first is already told.)
+        for p in pending.into_iter().skip(1) {
+            p.wait().unwrap();
+        }
+        later.wait().unwrap();
+        let mut again = sink.submit(&event("again", 10)).unwrap();
+        assert!(again.is_done());
+        assert!(ready(&mut again).unwrap().is_ok());
+        drop(sink);
+        let all = drain.join().unwrap();
+        assert!(all[..filler].iter().all(|b| *b == b'#'));
+        let records = &all[filler..];
+        assert_eq!(&records[..lines.len()], &lines[..]);
+        let mut text = head;
+        text.extend_from_slice(records);
+        assert_eq!(sidekey_audit::verify(&text[..]).unwrap().records, 6);
+        let pods: Vec<String> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["pod"].to_string())
+            .collect();
+        assert_eq!(
+            pods,
+            ["first", "batch-0", "batch-1", "batch-2", "later", "again"]
+                .map(|p| format!("\"{p}\""))
+        );
     }
 }

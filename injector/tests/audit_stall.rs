@@ -304,3 +304,108 @@ async fn a_stalled_audit_pipe_fails_reviews_cleanly_keeps_probes_up_and_recovers
         assert_eq!(seen.get(uid), None, "{uid} was refused but has a record");
     }
 }
+
+/// The audit sink on a pipe that a slow reader drains a page at a time:
+/// reviews write their lines at once while the pipe takes them, a full
+/// pipe (often in the middle of a batch of several lines, and of a line)
+/// hands the rest to the writer thread, and writes come back to the
+/// reviews once it has drained. Every accepted record arrives whole, once,
+/// in one unbroken chain, each submitter's records in its order.
+#[test]
+fn records_stay_whole_and_in_order_when_the_pipe_fills_mid_batch() {
+    use sidekey_injector::{AuditSink, SubmitError};
+    use std::io::Read as _;
+
+    const THREADS: usize = 4;
+    const EACH: usize = 150;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let sink = Arc::new(AuditSink::descriptor(writer.into(), 16));
+    assert!(sink.writes_directly());
+    // Reads a page, then rests: the pipe keeps filling up and draining.
+    let drain = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut page = [0u8; 4096];
+        loop {
+            match reader.read(&mut page) {
+                Ok(0) => break all,
+                Ok(n) => all.extend_from_slice(&page[..n]),
+                Err(e) => panic!("reading the pipe: {e}"),
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    });
+    let submitters: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let (mut at_once, mut later, mut refused) = (0, 0, 0);
+                let mut pending = Vec::new();
+                for i in 0..EACH {
+                    let mut e = sidekey_audit::Event::new("review");
+                    e.pod = Some(format!("pod-{t}-{i:03}"));
+                    // 1 to 6 KB: batches and lines longer than a page.
+                    e.extra
+                        .insert("pad".to_owned(), "x".repeat(1000 + 997 * (i % 6)).into());
+                    let p = loop {
+                        match sink.submit(&e) {
+                            Ok(p) => break p,
+                            Err(SubmitError::Full { .. }) => {
+                                refused += 1;
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
+                    if p.is_done() {
+                        at_once += 1;
+                    } else {
+                        later += 1;
+                    }
+                    pending.push(p);
+                    if i % 10 == 9 {
+                        for p in pending.drain(..) {
+                            p.wait().unwrap();
+                        }
+                    }
+                }
+                for p in pending {
+                    p.wait().unwrap();
+                }
+                (at_once, later, refused)
+            })
+        })
+        .collect();
+    let mut counts = (0, 0, 0);
+    for s in submitters {
+        let (a, l, r) = s.join().unwrap();
+        counts = (counts.0 + a, counts.1 + l, counts.2 + r);
+    }
+    // Both ways were taken: written by the submitting review, and by
+    // another's write or the writer thread after a full pipe.
+    assert_eq!(counts.0 + counts.1, THREADS * EACH);
+    assert!(counts.0 > 0 && counts.1 > 0, "{counts:?}");
+    drop(sink);
+    let all = drain.join().unwrap();
+    let summary = sidekey_audit::verify(&all[..]).expect("the audit chain is broken");
+    assert_eq!(summary.records as usize, THREADS * EACH);
+    let mut next = [0usize; THREADS];
+    for line in String::from_utf8(all).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let pod = v["pod"].as_str().unwrap();
+        let (t, i) = pod
+            .strip_prefix("pod-")
+            .and_then(|r| r.split_once('-'))
+            .unwrap();
+        let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "{pod} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [EACH; THREADS]);
+    eprintln!(
+        "{} records: {} written by their own review, {} by another's write or the writer thread, {} submits refused while the pipe was full",
+        THREADS * EACH,
+        counts.0,
+        counts.1,
+        counts.2
+    );
+}
