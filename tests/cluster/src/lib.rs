@@ -518,3 +518,64 @@ impl Cluster {
             .expect("write the service account's kubeconfig");
     }
 }
+
+/// The fixture's injector restarted with more arguments and environment
+/// (e.g. `--registry-lookup`), until dropped: then restarted as it was.
+/// Same port, certificates and webhook registration.
+#[derive(Debug)]
+pub struct InjectorArgs<'a> {
+    cluster: &'a Cluster,
+    original: Vec<u8>,
+}
+
+impl Cluster {
+    /// Restarts the injector with `env` (`NAME=VALUE`, e.g.
+    /// `KUBECONFIG=...`: the injector then reads the API server as that
+    /// user) and `args` added, until the returned guard drops.
+    pub fn injector_with(&self, env: &[String], args: &[String]) -> InjectorArgs<'_> {
+        let path = self.state.join("injector.argv");
+        let original = std::fs::read(&path).expect("injector.argv");
+        let mut argv: Vec<Vec<u8>> = original
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(
+            argv.first().map(Vec::as_slice),
+            Some(&b"env"[..]),
+            "injector.argv"
+        );
+        for (i, e) in env.iter().enumerate() {
+            argv.insert(1 + i, e.as_bytes().to_vec());
+        }
+        argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+        let mut text = Vec::new();
+        for a in argv {
+            text.extend_from_slice(&a);
+            text.push(0);
+        }
+        self.injector("stop");
+        std::fs::write(&path, text).expect("injector.argv");
+        self.injector("start");
+        InjectorArgs {
+            cluster: self,
+            original,
+        }
+    }
+
+    /// What the injector logged so far (its stdout and stderr).
+    pub fn injector_log(&self) -> String {
+        std::fs::read_to_string(self.state.join("logs/injector.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for InjectorArgs<'_> {
+    fn drop(&mut self) {
+        let c = self.cluster;
+        c.try_injector("stop");
+        let _ = std::fs::write(c.state.join("injector.argv"), &self.original);
+        if !c.try_injector("start") {
+            eprintln!("scripts/cluster injector-start failed after restoring its arguments");
+        }
+    }
+}
