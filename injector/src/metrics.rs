@@ -483,7 +483,10 @@ pub fn render_registry(out: &mut String, stats: &sidekey_registry::Stats) {
         let _ = writeln!(out, "{name} {value}");
     }
     let name = "sidekey_injector_image_lookup_failures_total";
-    let _ = writeln!(out, "# HELP {name} Image lookups that failed, by reason.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Image lookups that failed, by reason (refused: the registry rules; credentials: unusable pull secrets)."
+    );
     let _ = writeln!(out, "# TYPE {name} counter");
     for r in sidekey_registry::FailureReason::ALL {
         let _ = writeln!(

@@ -1334,6 +1334,45 @@ mod tests {
     }
 
     #[test]
+    fn pull_secrets_of_both_types_and_errors_naming_the_secret_and_the_rule() {
+        let mut data = BTreeMap::new();
+        data.insert(
+            ".dockerconfigjson".to_owned(),
+            br#"{"auths":{"r.example:5000":{"username":"u","password":"s3cr3t"}}}"#.to_vec(),
+        );
+        let c = Credentials::from_pull_secret(Some(DOCKER_CONFIG_JSON), &data, "pull secret a/b")
+            .unwrap();
+        assert_eq!(c.for_registry("r.example:5000")[0].password, "s3cr3t");
+        let mut legacy = BTreeMap::new();
+        legacy.insert(
+            ".dockercfg".to_owned(),
+            br#"{"https://index.docker.io/v1/":{"auth":"dXNlcjpzM2NyM3Q="}}"#.to_vec(),
+        );
+        let c =
+            Credentials::from_pull_secret(Some(DOCKER_CFG), &legacy, "pull secret a/old").unwrap();
+        assert_eq!(c.for_registry("docker.io")[0].username, "user");
+        let e =
+            Credentials::from_pull_secret(Some("Opaque"), &data, "pull secret a/b").unwrap_err();
+        assert!(
+            e.contains("pull secret a/b is of type Opaque, not kubernetes.io/dockerconfigjson"),
+            "{e}"
+        );
+        let e =
+            Credentials::from_pull_secret(Some(DOCKER_CFG), &data, "pull secret a/b").unwrap_err();
+        assert!(e.contains("pull secret a/b has no .dockercfg key"), "{e}");
+        data.insert(
+            ".dockerconfigjson".to_owned(),
+            b"{\"auths\": s3cr3t".to_vec(),
+        );
+        let e = Credentials::from_pull_secret(Some(DOCKER_CONFIG_JSON), &data, "pull secret a/b")
+            .unwrap_err();
+        assert!(
+            e.contains("pull secret a/b") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn credential_debug_hides_the_password() {
         let c = Credential {
             username: "u".into(),
