@@ -227,8 +227,20 @@ pub(crate) struct Guard {
     /// The last refusal per proxy user (one per registry client); `None`:
     /// a request without the user (a plain-HTTP redirect to another host
     /// loses its `Proxy-Authorization`).
-    refusals: Mutex<HashMap<Option<u64>, (Instant, String)>>,
+    refusals: Mutex<HashMap<Option<u64>, (Instant, Refusal)>>,
     next_user: AtomicU64,
+    /// The proxy password of this process's clients: no other local
+    /// process can tunnel through the proxy.
+    token: String,
+}
+
+/// What the proxy answered a connection it did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The rules refused the host.
+    Refused(String),
+    /// The host was allowed but no address answered.
+    Unreachable(String),
 }
 
 impl Guard {
@@ -268,6 +280,7 @@ impl Guard {
             addr,
             refusals: Mutex::new(HashMap::new()),
             next_user: AtomicU64::new(1),
+            token: random_token(),
         })
     }
 
@@ -310,14 +323,14 @@ impl Guard {
             }
         }
         let user = self.next_user.fetch_add(1, Ordering::Relaxed);
-        (format!("http://c{user}:-@{}", self.addr), user)
+        (format!("http://c{user}:{}@{}", self.token, self.addr), user)
     }
 
     /// The refusal the proxy answered to `user` last, taken; else one
     /// answered to a request without a user since `since` (concurrent
     /// lookups may then see each other's: the message of a lookup that
     /// failed anyway).
-    pub(crate) fn take_refusal(&self, user: u64, since: Instant) -> Option<String> {
+    pub(crate) fn take_refusal(&self, user: u64, since: Instant) -> Option<Refusal> {
         let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, m)) = r.remove(&Some(user)) {
             return Some(m);
@@ -328,13 +341,18 @@ impl Guard {
         }
     }
 
-    fn record(&self, user: Option<u64>, message: &str) {
-        tracing::warn!(refused = message, "registry connection refused");
+    fn record(&self, user: Option<u64>, refusal: Refusal) {
+        match &refusal {
+            Refusal::Refused(m) => {
+                tracing::warn!(refused = m.as_str(), "registry connection refused")
+            }
+            Refusal::Unreachable(m) => tracing::info!(error = m.as_str(), "registry unreachable"),
+        }
         let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() >= MAX_REFUSALS {
             r.clear();
         }
-        r.insert(user, (Instant::now(), message.to_owned()));
+        r.insert(user, (Instant::now(), refusal));
     }
 
     /// Whether `host:port` may be contacted; the addresses to connect to
@@ -430,9 +448,14 @@ impl Guard {
                 k.eq_ignore_ascii_case("proxy-authorization")
                     .then(|| v.trim().to_owned())
             })
-            .and_then(|v| proxy_user(&v));
+            .and_then(|v| proxy_user(&v, &self.token));
 
         if method == "CONNECT" {
+            // Tunnels are for this process's clients only (their CONNECT
+            // always carries the proxy password).
+            if user.is_none() {
+                return refuse(&mut client, "407 Proxy Authentication Required").await;
+            }
             let Some((host, port)) = split_host_port(target, 443) else {
                 return refuse(&mut client, "400 Bad Request").await;
             };
@@ -464,9 +487,9 @@ impl Guard {
         if !self.insecure.contains(&hp) {
             self.record(
                 user,
-                &format!(
+                Refusal::Refused(format!(
                     "plain HTTP to {hp} refused: only the registries named in --registry-insecure are spoken to without TLS (a redirect to an http:// URL is refused)"
-                ),
+                )),
             );
             return refuse(&mut client, "502 Bad Gateway").await;
         }
@@ -492,8 +515,12 @@ impl Guard {
     async fn connect(&self, host: &str, port: u16, user: Option<u64>) -> Result<TcpStream, ()> {
         let addrs = match self.check(host, port).await {
             Ok(a) => a,
-            Err(d) => {
-                self.record(user, &d.to_string());
+            Err(Denied::Refused(m)) => {
+                self.record(user, Refusal::Refused(m));
+                return Err(());
+            }
+            Err(Denied::Unresolved(m)) => {
+                self.record(user, Refusal::Unreachable(m));
                 return Err(());
             }
         };
@@ -505,11 +532,13 @@ impl Guard {
                 Err(_) => last = Some("connect timed out".to_owned()),
             }
         }
-        tracing::debug!(
-            host,
-            port,
-            error = last.as_deref(),
-            "registry connect failed"
+        self.record(
+            user,
+            Refusal::Unreachable(format!(
+                "cannot connect to {}: {}",
+                show(host, port),
+                last.unwrap_or_default()
+            )),
         );
         Err(())
     }
@@ -529,14 +558,38 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The client number in `Basic base64(c<N>:-)`.
-fn proxy_user(value: &str) -> Option<u64> {
+/// The client number in `Basic base64(c<N>:<token>)`, when the token is
+/// this proxy's.
+fn proxy_user(value: &str, token: &str) -> Option<u64> {
     let b64 = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':')?.0.strip_prefix('c')?.parse().ok()
+    let (user, password) = text.split_once(':')?;
+    if password != token {
+        return None;
+    }
+    user.strip_prefix('c')?.parse().ok()
+}
+
+/// 128 random bits as hex (from the standard library's per-process
+/// random hash keys and the clock: a proxy password, not a key).
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -601,13 +654,48 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_proxy_tunnels_only_for_its_own_clients() {
+        let g = Arc::new(Guard::new(&[], &[]).unwrap());
+        let (url, user) = g.proxy_for_client();
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+        // With this process's password: the rules apply (a private
+        // address, no connection).
+        let token = url.split_once(':').unwrap().1.split_once(':').unwrap().1;
+        let token = token.split_once('@').unwrap().0;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("c{user}:{token}"));
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(
+            format!("CONNECT 10.1.2.3:443 HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        match g.take_refusal(user, Instant::now()) {
+            Some(Refusal::Refused(m)) => {
+                assert!(m.contains("10.1.2.3:443 is a private address"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn proxy_users() {
         let v = format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("c42:-")
+            base64::engine::general_purpose::STANDARD.encode("c42:t0k")
         );
-        assert_eq!(proxy_user(&v), Some(42));
-        assert_eq!(proxy_user("Bearer x"), None);
+        assert_eq!(proxy_user(&v, "t0k"), Some(42));
+        assert_eq!(proxy_user(&v, "other"), None);
+        assert_eq!(proxy_user("Bearer x", "t0k"), None);
     }
 }

@@ -967,11 +967,17 @@ impl Registry {
         let result = fetch_with(&client, auth, reference, platform).await;
         if result.is_err() {
             if let (Some(g), Some(user)) = (&self.guard, user) {
-                if let Some(m) = g.take_refusal(user, started) {
-                    return Err(Failure::Other(
-                        FailureReason::Refused,
-                        format!("a connection of the lookup was refused: {m}"),
-                    ));
+                match g.take_refusal(user, started) {
+                    Some(guard::Refusal::Refused(m)) => {
+                        return Err(Failure::Other(
+                            FailureReason::Refused,
+                            format!("a connection of the lookup was refused: {m}"),
+                        ));
+                    }
+                    Some(guard::Refusal::Unreachable(m)) => {
+                        return Err(Failure::Other(FailureReason::Unreachable, m));
+                    }
+                    None => {}
                 }
             }
         }

@@ -335,3 +335,27 @@ fn pull_secrets_are_read_only_when_anonymous_access_is_refused_and_not_for_a_cac
     assert!(!second.was_read(), "a cached image needs no credentials");
     assert_eq!(reads.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn an_allowed_registry_that_is_down_is_unreachable_naming_the_address() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let r = Registry::new(Settings {
+        guard: true,
+        allow: vec![host.clone()],
+        ..Settings::default()
+    })
+    .unwrap();
+    let image = format!("{host}/team/app:1");
+    let e = lookup(&r, &image, &LazyCredentials::none()).unwrap_err();
+    assert_eq!(e.reason, FailureReason::Unreachable, "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains(&image) && m.contains(&format!("cannot connect to {host}")),
+        "{m}"
+    );
+}
