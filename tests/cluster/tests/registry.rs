@@ -153,6 +153,15 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
             }))
             .expect("secret")
         };
+        // A pull secret for another registry only.
+        let ghcr: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ghcr"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": r#"{"auths":{"ghcr.io":{"username":"u","password":"not-this-registry"}}}"#},
+        }))
+        .expect("secret");
         for s in [
             secret(
                 "regcred",
@@ -160,6 +169,7 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
                 ".dockerconfigjson",
             ),
             secret("opaque", "Opaque", ".dockerconfigjson"),
+            ghcr,
         ] {
             secrets
                 .create(&PostParams::default(), &s)
@@ -227,11 +237,22 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
         }
         answers.push_str(&m);
 
-        // Through the service account's imagePullSecrets.
-        let p = create_pod(&client, "by-account", spec(&images[2], &[], Some("puller")))
-            .await
-            .expect("admitted through the service account's pull secret");
+        // Through the service account's imagePullSecrets: the pod names
+        // its own (for another registry), so the API server does not copy
+        // the service account's into it; the injector reads them.
+        let p = create_pod(
+            &client,
+            "by-account",
+            spec(&images[2], &["ghcr"], Some("puller")),
+        )
+        .await
+        .expect("admitted through the service account's pull secret");
         let p = to_json(&p);
+        assert_eq!(
+            p["spec"]["imagePullSecrets"],
+            json!([{"name": "ghcr"}]),
+            "only the pod's own pull secret is in the stored pod"
+        );
         assert_runs_the_image(&p);
         answers.push_str(&p.to_string());
 
