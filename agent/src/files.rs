@@ -218,9 +218,13 @@ pub fn render(secrets: &[Delivered], format: Format) -> Result<Rendered, FilesEr
             Ok(vec![(DOTENV_FILE.to_owned(), out)])
         }
         Format::Json => {
+            // The worst case: `{` and `\n}\n`; per secret `,\n  `, two
+            // quoted strings and `: ` (10 bytes) around the name (an env
+            // name: nothing to escape) and the value (six bytes per byte
+            // at most, `\u00XX`).
             let cap = 4 + secrets
                 .iter()
-                .map(|d| d.var.len() + 8 + 6 * d.got.value.len())
+                .map(|d| d.var.len() + 10 + 6 * d.got.value.len())
                 .sum::<usize>();
             let mut out = Zeroizing::new(Vec::with_capacity(cap));
             out.push(b'{');
@@ -230,9 +234,9 @@ pub fn render(secrets: &[Delivered], format: Format) -> Result<Rendered, FilesEr
                     out.push(b',');
                 }
                 out.extend_from_slice(b"\n  ");
-                json_string(&mut out, &d.var);
+                sidekey_model::json::write_bytes(&mut out, &d.var);
                 out.extend_from_slice(b": ");
-                json_string(&mut out, text);
+                sidekey_model::json::write_bytes(&mut out, text);
             }
             out.extend_from_slice(b"\n}\n");
             Ok(vec![(JSON_FILE.to_owned(), out)])
@@ -246,29 +250,6 @@ fn utf8<'a>(d: &'a Delivered, format: &'static str) -> Result<&'a str, FilesErro
         parameter: d.got.path.to_string(),
         format,
     })
-}
-
-/// A JSON string literal, escaped by hand into `out` (no intermediate
-/// copy of the value).
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for b in s.bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b if b < 0x20 || b == 0x7f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            b => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 /// Whether `DIR/..ready` exists: the sidecar's startup probe.
@@ -490,7 +471,7 @@ mod tests {
     #[test]
     fn json_escapes_control_characters() {
         let mut out = Vec::new();
-        json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        sidekey_model::json::write_bytes(&mut out, "a\"b\\c\nd\u{1}é");
         let s = String::from_utf8(out).expect("utf8");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001é\"");
         let back: String = serde_json::from_str(&s).expect("valid JSON");

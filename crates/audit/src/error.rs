@@ -146,33 +146,3 @@ impl VerifyError {
         }
     }
 }
-
-/// Describes a JSON error without quoting the input: serde's own messages can
-/// contain fragments of the line (for example an unknown enum variant).
-pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let column = e.column();
-    match e.classify() {
-        Category::Io => "cannot read".to_owned(),
-        Category::Eof => "the JSON ends early".to_owned(),
-        Category::Syntax => format!("malformed JSON at column {column}"),
-        Category::Data => {
-            let message = e.to_string();
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-                .filter(|name| is_known_field(name));
-            match missing {
-                Some(name) => format!("missing field `{name}`"),
-                None => format!("a field has the wrong type or value (column {column})"),
-            }
-        }
-    }
-}
-
-/// Field names that may appear in an error message (they come from this
-/// crate, not from the input): the record's fields and a secret
-/// reference's.
-fn is_known_field(name: &str) -> bool {
-    crate::record::RECORD_FIELDS.contains(&name) || ["service", "key", "version"].contains(&name)
-}

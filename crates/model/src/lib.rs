@@ -3,22 +3,25 @@
 //!
 //! This crate is pure logic shared by the injector, the agent and the CLI.
 //! It must not depend on tokio, the AWS SDK, HTTP, Kubernetes types or any
-//! I/O (files, network, process environment); its only runtime dependency
-//! is `thiserror`. Everything here is deterministic and tested with tables
-//! and property tests.
+//! I/O (files, network, process environment); its runtime dependencies are
+//! `thiserror` and `sidekey-wire` (the pure wire formats, re-exported
+//! below). Everything here is deterministic and tested with tables and
+//! property tests.
 //!
 //! Nothing is normalised: a name that breaks its rule is rejected with a
 //! one-line message naming the kind, the (escaped) input and the rule.
 
 pub mod annotations;
-pub mod dotenv;
-pub mod json;
 mod merge;
 mod name;
 mod path;
 mod pick;
 mod quote;
 pub use quote::Quoted;
+
+// The wire formats live in `sidekey-wire`; these paths are kept for the
+// crates that reach them through the model.
+pub use sidekey_wire::{dotenv, json, rfc3339};
 
 pub use merge::{layers, Merge, Rank};
 pub use name::{

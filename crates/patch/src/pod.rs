@@ -662,44 +662,10 @@ impl<'a> PodView<'a> {
     }
 }
 
-/// What a serde_json error says, without any part of the input: the kind of
-/// error and its position. A missing field is named (the name comes from
-/// the schema, not from the input).
-pub fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let at = format!("line {} column {}", e.line(), e.column());
-    match e.classify() {
-        Category::Syntax => format!("invalid JSON at {at}"),
-        Category::Eof => "the JSON ends early".to_owned(),
-        Category::Io => "cannot read the input".to_owned(),
-        Category::Data => {
-            let message = e.to_string();
-            // The names quoted are the schema's (serde's messages about
-            // fields), never input: checked to be a plain identifier.
-            let named = |prefix: &str| {
-                message
-                    .strip_prefix(prefix)
-                    .and_then(|rest| rest.split('`').next())
-                    .filter(|name| {
-                        name.len() <= 64
-                            && name.chars().all(|c| {
-                                c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ' '
-                            })
-                    })
-                    .map(str::to_owned)
-            };
-            if let Some(name) = named("missing field `") {
-                format!("missing field `{name}` at {at}")
-            } else if let Some(name) = named("duplicate field `") {
-                format!("duplicate field `{name}` at {at}: a key may appear once")
-            } else if let Some(name) = named("duplicate key in `") {
-                format!("a key appears twice in `{name}` at {at}: a key may appear once")
-            } else {
-                format!("a field has the wrong type or value at {at}")
-            }
-        }
-    }
-}
+/// What a serde_json error says, without any part of the input (its kind
+/// and position; a missing or duplicate field by its schema name): the one
+/// description, in `sidekey_wire::json`.
+pub use sidekey_model::json::describe_json_error;
 
 #[cfg(test)]
 mod tests {
