@@ -654,13 +654,9 @@ fn an_image_the_registry_does_not_have_is_denied_with_the_fix() {
 
 /// `$(VAR)` and `$$` in an image's ENTRYPOINT or CMD are not expanded by
 /// the runtime, but the kubelet expands them in a container's `command`:
-/// copied there, they must be escaped (`$` as `$$`) for the app to get the
-/// same words. Fails today: the planner copies them as they are, so the
-/// app gets `$` for `$$` and `staging` for `$(SIDEKEY_ENVIRONMENT)`. The
-/// fix belongs in crates/patch (ImageConfig::wrapped_tail's caller); run
-/// with `--ignored` once it is in.
+/// copied there, they are escaped (`$` as `$$`, ImageConfig::wrapped_tail)
+/// so that the app gets the same words.
 #[test]
-#[ignore = "crates/patch copies image ENTRYPOINT/CMD into `command` without escaping `$` as `$$`, so the kubelet expands $(VAR) and $$ in them"]
 fn dollar_signs_in_the_image_cmd_reach_the_app_unexpanded() {
     require_root!();
     let Some(images) = images() else { return };

@@ -1,5 +1,6 @@
 //! `plan(pod, request, config)`: the decision and the JSON Patch.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -95,13 +96,32 @@ impl ImageConfig {
     /// then, when the container sets no `args`, the CMD (a container with
     /// a `command` makes the runtime ignore CMD, so it must be written
     /// out). Empty when the runtime would run the `args` alone.
-    pub fn wrapped_tail(&self, container_has_args: bool) -> Vec<&str> {
+    ///
+    /// Each `$` is written `$$`: the kubelet expands `$(VAR)` and `$$` in
+    /// a container's `command`, never in the image's own ENTRYPOINT and
+    /// CMD, so the words must reach the app exactly as the image has them.
+    pub fn wrapped_tail(&self, container_has_args: bool) -> Vec<Cow<'_, str>> {
         let entrypoint: &[String] = match self.entrypoint.as_slice() {
             [only] if only.is_empty() => &[],
             e => e,
         };
         let cmd: &[String] = if container_has_args { &[] } else { &self.cmd };
-        entrypoint.iter().chain(cmd).map(String::as_str).collect()
+        entrypoint
+            .iter()
+            .chain(cmd)
+            .map(|word| escape_expansion(word))
+            .collect()
+    }
+}
+
+/// `word` with each `$` doubled, so that the kubelet's expansion of a
+/// container's command (`$$` to `$`, `$(VAR)` to VAR's value) gives back
+/// `word` itself.
+fn escape_expansion(word: &str) -> Cow<'_, str> {
+    if word.contains('$') {
+        Cow::Owned(word.replace('$', "$$"))
+    } else {
+        Cow::Borrowed(word)
     }
 }
 
@@ -696,9 +716,11 @@ fn wrapped_tail<'s>(
     c: &'s ContainerView<'_>,
     a: &'s Annotations,
     images: &'s ImageConfigs,
-) -> Result<Vec<&'s str>, Denial> {
+) -> Result<Vec<Cow<'s, str>>, Denial> {
+    // The container's own command and the annotations are pod-spec words:
+    // the kubelet expands them as it did before (they are copied as is).
     if let Some(cmd) = c.command.as_deref().filter(|c| !c.is_empty()) {
-        return Ok(cmd.iter().map(|t| t.as_str()).collect());
+        return Ok(cmd.iter().map(|t| Cow::Borrowed(t.as_str())).collect());
     }
     let has_args = !c.args().is_empty();
     let own = a.commands.get(c.name.as_str());
@@ -719,7 +741,7 @@ fn wrapped_tail<'s>(
                 ),
             ));
         }
-        return Ok(cmd.iter().map(String::as_str).collect());
+        return Ok(cmd.iter().map(|t| Cow::Borrowed(t.as_str())).collect());
     }
     if let Some(image) = images.get(c.name.as_str()) {
         let tail = image.wrapped_tail(has_args);
@@ -1241,7 +1263,11 @@ fn build_patch(
                 "add"
             };
             w.op(op, format_args!("/spec/containers/{i}/command"), |j| {
-                j.strs([AGENT_INSTALLED, "exec", "--"].into_iter().chain(original));
+                j.strs(
+                    [AGENT_INSTALLED, "exec", "--"]
+                        .into_iter()
+                        .chain(original.iter().map(|w| w.as_ref())),
+                );
             });
             let mut env = base_env.clone();
             if let Some(region) = settings.region() {

@@ -93,8 +93,16 @@ fn string_list(v: &Value) -> Vec<String> {
 /// with the image's CMD when there are no args. `None`: "no command
 /// specified".
 fn runtime_runs(container: &Value, image: &ImageConfig) -> Option<Vec<String>> {
-    let command = string_list(&container["command"]);
-    let mut args = string_list(&container["args"]);
+    // The kubelet expands the container's own command and args, never the
+    // image's ENTRYPOINT and CMD.
+    let expand = |words: Vec<String>| -> Vec<String> {
+        words
+            .iter()
+            .map(|w| kubelet_expand(w, &container["env"]))
+            .collect()
+    };
+    let command = expand(string_list(&container["command"]));
+    let mut args = expand(string_list(&container["args"]));
     let mut run = command.clone();
     if command.is_empty() {
         if args.is_empty() {
@@ -108,6 +116,54 @@ fn runtime_runs(container: &Value, image: &ImageConfig) -> Option<Vec<String>> {
     }
     run.extend(args);
     (!run.is_empty()).then_some(run)
+}
+
+/// The kubelet's expansion of a command or args word
+/// (`k8s.io/kubernetes/third_party/forked/golang/expansion`): `$$` is `$`,
+/// `$(NAME)` is the value of the container's env entry NAME when it has
+/// one (else kept as written), any other `$` is kept.
+fn kubelet_expand(word: &str, env: &Value) -> String {
+    let value_of = |name: &str| {
+        env.as_array()?
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_owned)
+    };
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match value_of(name) {
+                        Some(v) => out.push_str(&v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn wrapped(run: &[String]) -> Vec<String> {
@@ -133,6 +189,16 @@ fn wrapped_tail_follows_the_kubelet_rule() {
     assert_eq!(blank.wrapped_tail(false), ["/bin/app"]);
     assert!(blank.wrapped_tail(true).is_empty());
     assert!(ImageConfig::default().wrapped_tail(false).is_empty());
+    // The kubelet expands `$$` and `$(VAR)` in a command, not in an image's
+    // CMD: the words are written so that its expansion gives them back.
+    let dollars = image(
+        &["/bin/sh", "-c"],
+        &["echo $$ $(SIDEKEY_ENVIRONMENT) $$(X)"],
+    );
+    assert_eq!(
+        dollars.wrapped_tail(false),
+        ["/bin/sh", "-c", "echo $$$$ $$(SIDEKEY_ENVIRONMENT) $$$$(X)"]
+    );
 }
 
 /// Every combination of image config and container args: the injected
@@ -141,7 +207,16 @@ fn wrapped_tail_follows_the_kubelet_rule() {
 #[test]
 fn with_image_configs_the_app_runs_as_before() {
     let entrypoints: [&[&str]; 4] = [&[], &[""], &["/entry"], &["/bin/sh", "-c"]];
-    let cmds: [&[&str]; 3] = [&[], &["serve"], &["run", "--port", "80"]];
+    let cmds: [&[&str]; 4] = [
+        &[],
+        &["serve"],
+        &["run", "--port", "80"],
+        &[
+            "sh",
+            "-c",
+            "echo $$ $HOME $$(X) $(SIDEKEY_ENVIRONMENT) $(PATH",
+        ],
+    ];
     let argses: [Option<&[&str]>; 3] = [None, Some(&[]), Some(&["--flag", "x y"])];
     let mut cases = 0;
     for entrypoint in entrypoints {
