@@ -734,6 +734,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pull_secret_refs_read_the_pods_secrets_and_service_account() {
+        let body = br#"{"request":{"namespace":"team-a","object":{"metadata":{"name":"p"},"spec":{"serviceAccountName":"puller","imagePullSecrets":[{"name":"regcred"},{"name":""},{"name":"regcred"},{"name":"other"}]}}}}"#;
+        assert_eq!(
+            pull_secret_refs(body),
+            Some(PullSecretRefs {
+                namespace: "team-a".into(),
+                secrets: vec!["regcred".into(), "other".into()],
+                service_account: "puller".into(),
+            })
+        );
+        // The object's namespace when the request has none; `default`.
+        let body = br#"{"request":{"object":{"metadata":{"namespace":"team-b"},"spec":{}}}}"#;
+        let r = pull_secret_refs(body).unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.service_account.as_str()),
+            ("team-b", "default")
+        );
+        assert!(r.secrets.is_empty());
+        assert_eq!(
+            pull_secret_refs(br#"{"request":{"object":{"spec":{}}}}"#),
+            None
+        );
+    }
+
+    #[test]
     fn json_errors_never_quote_the_input() {
         const SECRET: &str = "hunter2-secret";
         let cases = [
