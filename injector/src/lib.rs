@@ -28,6 +28,7 @@
 pub mod args;
 pub mod audit;
 pub mod metrics;
+pub mod response;
 pub mod review;
 pub mod self_managed;
 pub mod server;

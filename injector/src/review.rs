@@ -7,8 +7,8 @@
 //! depends on; everything else is skipped, not built). A review of anything
 //! else costs one scan of the body. The webhook benchmark measured the parse as where
 //! a webhook spends its time: this is why nothing here builds a
-//! `serde_json::Value` or a typed `Pod`. The answer is a `kube_core`
-//! [`AdmissionResponse`] whose patch is the planner's JSON text.
+//! `serde_json::Value` or a typed `Pod`. The answer is a [`Response`]
+//! whose patch is the planner's JSON text.
 //!
 //! Three answers for a request that cannot be injected:
 //! - the body is not a usable AdmissionReview (not JSON, wrong kind or
@@ -28,9 +28,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hyper::StatusCode;
-use kube_core::admission::AdmissionResponse;
-use kube_core::response::StatusSummary;
-use kube_core::Status;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sidekey_audit::{Event, Outcome, SecretRef};
@@ -42,6 +39,7 @@ use sidekey_patch::{
 use sidekey_registry::{LookupError, Need, Platform};
 
 use crate::metrics::ReviewOutcome;
+pub use crate::response::Response;
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -486,33 +484,17 @@ fn environment_of(config: &Config, namespace: &str) -> Option<String> {
     }
 }
 
-fn allowed_response(uid: &str) -> AdmissionResponse {
-    let mut r = AdmissionResponse::invalid("");
-    r.uid = uid.to_owned();
-    r.allowed = true;
-    r.result = Status::default();
-    r
-}
-
-fn refused_response(uid: &str, code: u16, reason: &str, message: String) -> AdmissionResponse {
-    let mut r = allowed_response(uid).deny(message);
-    r.result.status = Some(StatusSummary::Failure);
-    r.result.code = code;
-    r.result.reason = reason.to_owned();
-    r
-}
-
 fn skipped(uid: &str, mut event: Event, reason: String) -> Reviewed {
     event.outcome = Outcome::Skipped;
     event.reason = Some(cut(reason, MAX_DENIAL_CHARS));
-    answer(allowed_response(uid), ReviewOutcome::Skipped, event)
+    answer(Response::allowed(uid), ReviewOutcome::Skipped, event)
 }
 
 fn invalid(uid: &str, mut event: Event, message: String) -> Reviewed {
     event.outcome = Outcome::Failure;
     let message = cut(message, MAX_DENIAL_CHARS);
     event.reason = Some(format!("invalid review: {message}"));
-    let response = refused_response(uid, 400, "BadRequest", message);
+    let response = Response::refused(uid, 400, "BadRequest", message);
     answer(response, ReviewOutcome::Invalid, event)
 }
 
@@ -520,7 +502,7 @@ fn denied(uid: &str, mut event: Event, denials: &[Denial]) -> Reviewed {
     let message = join_denials(denials);
     event.outcome = Outcome::Denied;
     event.reason = Some(message.clone());
-    let response = refused_response(uid, 403, "Forbidden", message);
+    let response = Response::refused(uid, 403, "Forbidden", message);
     answer(response, ReviewOutcome::Denied, event)
 }
 
@@ -632,27 +614,19 @@ fn injected(uid: &str, mut event: Event, plan: Plan) -> Reviewed {
         plan.containers.len(),
         plan.environment
     ));
-    let mut response = allowed_response(uid);
-    if !plan.warnings.is_empty() {
-        response.warnings = Some(plan.warnings.clone());
-    }
-    // The planner's JSON text is the patch (`with_patch` would serialise
-    // a parsed copy again); `encode` adds its patchType.
-    response.patch = Some(plan.patch.into_bytes());
+    // The planner's JSON text is the patch, as it is.
+    let response = Response::patched(uid, plan.patch.into_bytes(), plan.warnings.clone());
     answer(response, ReviewOutcome::Injected, event)
 }
 
-fn answer(response: AdmissionResponse, outcome: ReviewOutcome, event: Event) -> Reviewed {
-    match encode(&response) {
-        Ok(body) => Reviewed {
-            status: StatusCode::OK,
-            body,
-            json: true,
-            outcome,
-            event: Some(event),
-            refusal: None,
-        },
-        Err(_) => internal(event, "cannot serialise the answer"),
+fn answer(response: Response, outcome: ReviewOutcome, event: Event) -> Reviewed {
+    Reviewed {
+        status: StatusCode::OK,
+        body: response.encode(),
+        json: true,
+        outcome,
+        event: Some(event),
+        refusal: None,
     }
 }
 
@@ -678,55 +652,6 @@ fn internal(mut event: Event, reason: &str) -> Reviewed {
         event: Some(event),
         refusal: None,
     }
-}
-
-/// The AdmissionReview JSON of `response`.
-///
-/// Written directly rather than through `kube_core`'s `Serialize`: that
-/// writes the patch bytes as a JSON array of numbers, while the API
-/// server's Go types read `[]byte` from base64 text (a third of the size),
-/// and the base64 text needs no escaping, so it is encoded straight into
-/// the answer. The status is left out of an allowed answer (the API server
-/// does not read it).
-pub fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
-    let patch_len = response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4);
-    let mut out = String::with_capacity(160 + response.uid.len() + patch_len);
-    out.push_str("{\"apiVersion\":\"");
-    out.push_str(API_VERSION);
-    out.push_str("\",\"kind\":\"");
-    out.push_str(KIND);
-    out.push_str("\",\"response\":{\"uid\":");
-    sidekey_model::json::write_str(&mut out, &response.uid);
-    out.push_str(if response.allowed {
-        ",\"allowed\":true"
-    } else {
-        ",\"allowed\":false"
-    });
-    if !response.allowed {
-        out.push_str(",\"status\":");
-        out.push_str(&serde_json::to_string(&response.result)?);
-    }
-    if let Some(patch) = &response.patch {
-        out.push_str(",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        base64_simd::STANDARD.encode_append(patch, &mut out);
-        out.push('"');
-    }
-    if !response.audit_annotations.is_empty() {
-        out.push_str(",\"auditAnnotations\":");
-        out.push_str(&serde_json::to_string(&response.audit_annotations)?);
-    }
-    if let Some(warnings) = &response.warnings {
-        out.push_str(",\"warnings\":[");
-        for (i, w) in warnings.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            sidekey_model::json::write_str(&mut out, w);
-        }
-        out.push(']');
-    }
-    out.push_str("}}");
-    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -841,7 +766,7 @@ mod tests {
     #[test]
     fn answers_are_encoded_for_the_api_server() {
         use base64::Engine as _;
-        let allowed = encode(&allowed_response("u1")).unwrap();
+        let allowed = Response::allowed("u1").encode();
         let v: serde_json::Value = serde_json::from_slice(&allowed).unwrap();
         assert_eq!(
             v,
@@ -852,9 +777,12 @@ mod tests {
             {"op": "add", "path": "/metadata/annotations/sidekey.io~1injected", "value": "true"}
         ]))
         .unwrap();
-        let mut r = allowed_response("u2").with_patch(patch.clone()).unwrap();
-        r.warnings = Some(vec!["careful".to_owned()]);
-        let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
+        let r = Response::patched(
+            "u2",
+            serde_json::to_vec(&patch).unwrap(),
+            vec!["careful".to_owned()],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.encode()).unwrap();
         assert_eq!(v["response"]["patchType"], "JSONPatch");
         assert_eq!(v["response"]["warnings"][0], "careful");
         let bytes = base64::engine::general_purpose::STANDARD
@@ -863,8 +791,16 @@ mod tests {
         let back: sidekey_patch::json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, patch);
 
-        let denied = refused_response("u3", 403, "Forbidden", "no".to_owned());
-        let v: serde_json::Value = serde_json::from_slice(&encode(&denied).unwrap()).unwrap();
+        let denied = Response::refused("u3", 403, "Forbidden", "no".to_owned());
+        let bytes = denied.encode();
+        assert!(
+            String::from_utf8_lossy(&bytes).ends_with(
+                r#","allowed":false,"status":{"status":"Failure","code":403,"message":"no","reason":"Forbidden"}}}"#
+            ),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             v["response"],
             serde_json::json!({"uid": "u3", "allowed": false,
@@ -880,15 +816,14 @@ mod tests {
             warnings in proptest::option::of(proptest::collection::vec("(?s).{0,20}", 0..3)),
         ) {
             use base64::Engine as _;
-            let mut r = allowed_response(&uid);
-            r.patch = Some(patch.clone());
-            r.warnings = warnings.clone();
-            let v: serde_json::Value = serde_json::from_slice(&encode(&r).unwrap()).unwrap();
+            let r = Response::patched(&uid, patch.clone(), warnings.clone().unwrap_or_default());
+            let v: serde_json::Value = serde_json::from_slice(&r.encode()).unwrap();
             let text = v["response"]["patch"].as_str().unwrap();
             proptest::prop_assert_eq!(base64::engine::general_purpose::STANDARD.decode(text).unwrap(), patch);
             proptest::prop_assert_eq!(v["response"]["uid"].as_str().unwrap(), uid.as_str());
             let back: Option<Vec<String>> = serde_json::from_value(v["response"]["warnings"].clone()).unwrap();
-            proptest::prop_assert_eq!(back, warnings);
+            // No warnings: no `warnings` field.
+            proptest::prop_assert_eq!(back, warnings.filter(|w| !w.is_empty()));
         }
     }
 
