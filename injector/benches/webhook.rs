@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! cargo bench -p sidekey-injector --bench webhook
+//! # the same against another build of the injector (a baseline commit):
+//! SIDEKEY_BENCH_INJECTOR=/path/to/sidekey-injector cargo bench -p sidekey-injector --bench webhook
 //! ```
 //!
 //! - The injector is the real binary (release-like `bench` profile) as its
@@ -116,7 +118,11 @@ fn run() -> Result<(), String> {
     std::fs::write(&skip_path, &skip).unwrap();
 
     // The injector, as a process.
-    let mut injector = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
+    let binary = std::env::var_os("SIDEKEY_BENCH_INJECTOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sidekey-injector")));
+    println!("webhook benchmark: injector {}", binary.display());
+    let mut injector = Command::new(&binary)
         .args(["--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(&cert)
         .arg("--tls-key")
