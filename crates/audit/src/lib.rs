@@ -23,7 +23,7 @@ mod verify;
 
 pub use chain::{append_to_file, append_to_file_at, Chain, ChainWriter, TAIL_WINDOW};
 pub use error::{AuditError, VerifyError};
-pub use query::{parse_since, read_records, render_json, render_table, Filter};
+pub use query::{parse_since, read_records, render_json, render_table, was_retried, Filter};
 pub use record::{
     line_hash, Component, Event, EventText, Outcome, Record, SecretRef, GENESIS, RECORD_FIELDS,
 };

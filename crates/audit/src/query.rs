@@ -48,9 +48,24 @@ pub struct Filter {
     pub key: Option<String>,
     pub pod: Option<String>,
     pub outcome: Option<Outcome>,
+    /// Matches only records of starts that AWS slowed down: an agent record
+    /// whose `aws` counts show retries or throttled calls
+    /// (`sidekey audit --outcome retried`).
+    pub retried: bool,
     /// Matches records at or after this time; a record whose `ts` does not
     /// parse does not match.
     pub since: Option<SystemTime>,
+}
+
+/// Whether `r` carries AWS counts (the agent's `aws` field) with at least
+/// one retry or throttled call.
+pub fn was_retried(r: &Record) -> bool {
+    let Some(aws) = r.extra.get("aws") else {
+        return false;
+    };
+    ["retries", "throttled"]
+        .iter()
+        .any(|k| aws.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0) > 0)
 }
 
 impl Filter {
@@ -63,7 +78,7 @@ impl Filter {
         {
             return false;
         }
-        if self.outcome.is_some_and(|o| o != r.outcome) {
+        if self.outcome.is_some_and(|o| o != r.outcome) || (self.retried && !was_retried(r)) {
             return false;
         }
         if (self.service.is_some() || self.key.is_some())

@@ -353,3 +353,59 @@ fn read_records_names_the_bad_line() {
     let text = lines.join("\n");
     assert_eq!(read_records(text.as_bytes()).unwrap().len(), 3);
 }
+
+/// `--outcome retried`: agent starts whose `aws` counts show retries or
+/// throttled calls, whatever their outcome; records without counts never.
+#[test]
+fn filter_retried_starts() {
+    let start = |pod: &str, aws: Option<serde_json::Value>, outcome: Outcome| {
+        let mut w = ChainWriter::new(Component::Agent, Vec::new());
+        let mut e = Event::new("fetch");
+        e.pod = Some(pod.to_owned());
+        e.outcome = outcome;
+        if let Some(aws) = aws {
+            e.extra.insert("aws".to_owned(), aws);
+        }
+        w.write_at(e, at("2026-11-26T11:00:00Z")).unwrap()
+    };
+    let all = [
+        start(
+            "calm",
+            Some(serde_json::json!({"calls": 2, "ssm": 1, "kms": 1, "throttled": 0, "retries": 0})),
+            Outcome::Success,
+        ),
+        start(
+            "retried",
+            Some(serde_json::json!({"calls": 5, "ssm": 4, "kms": 1, "throttled": 3, "retries": 3})),
+            Outcome::Success,
+        ),
+        start(
+            "gave-up",
+            Some(serde_json::json!({"calls": 9, "ssm": 9, "kms": 0, "throttled": 9, "retries": 8})),
+            Outcome::Failure,
+        ),
+        start("old-agent", None, Outcome::Success),
+    ];
+    let pods = |f: &Filter| -> Vec<String> {
+        all.iter()
+            .filter(|r| f.matches(r))
+            .map(|r| r.pod.clone().unwrap())
+            .collect()
+    };
+    let retried = Filter {
+        retried: true,
+        ..Filter::default()
+    };
+    assert_eq!(pods(&retried), ["retried", "gave-up"]);
+    let retried_but_started = Filter {
+        retried: true,
+        outcome: Some(Outcome::Success),
+        ..Filter::default()
+    };
+    assert_eq!(pods(&retried_but_started), ["retried"]);
+    assert_eq!(pods(&Filter::default()).len(), 4);
+    // The records read back from their JSON lines keep the counts.
+    let text: String = all.iter().map(|r| r.to_line().unwrap() + "\n").collect();
+    let back = read_records(text.as_bytes()).unwrap();
+    assert_eq!(back.iter().filter(|r| retried.matches(r)).count(), 2);
+}

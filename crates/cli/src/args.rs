@@ -354,7 +354,7 @@ pub struct AuditArgs {
     /// Only this pod
     #[arg(long)]
     pub pod: Option<String>,
-    /// Only this outcome (success, denied, failure, skipped)
+    /// Only this outcome (success, denied, failure, skipped), or `retried`: agent starts that AWS throttled or that retried calls (their `aws` counts), whatever their outcome
     #[arg(long)]
     pub outcome: Option<String>,
     /// Only records since a time (RFC 3339) or for a duration back (15m, 2h, 7d)

@@ -102,6 +102,9 @@ pub fn write_html(
     if let Some(o) = filter.outcome {
         applied.push(("outcome", o.as_str().to_owned()));
     }
+    if filter.retried {
+        applied.push(("outcome", "retried".to_owned()));
+    }
     if let Some(t) = filter.since {
         applied.push(("since", humantime::format_rfc3339_seconds(t).to_string()));
     }

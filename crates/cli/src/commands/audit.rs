@@ -37,13 +37,18 @@ pub(super) fn audit_command(global: &Global, args: AuditArgs) -> Result<(), Fail
         }
         return Ok(());
     }
+    // `retried` is not an outcome of its own: it keeps the starts that AWS
+    // slowed down (retries or throttled calls in the agent's `aws` counts),
+    // whatever their outcome.
+    let retried = args.outcome.as_deref() == Some("retried");
     let outcome = args
         .outcome
         .as_deref()
+        .filter(|_| !retried)
         .map(|o| {
             o.parse::<Outcome>().map_err(|_| {
                 Failure::usage(format!(
-                    "--outcome {o:?}: use success, denied, failure or skipped"
+                    "--outcome {o:?}: use success, denied, failure, skipped or retried"
                 ))
             })
         })
@@ -59,6 +64,7 @@ pub(super) fn audit_command(global: &Global, args: AuditArgs) -> Result<(), Fail
         key: args.key,
         pod: args.pod,
         outcome,
+        retried,
         since,
     };
     let mut records = Vec::new();
