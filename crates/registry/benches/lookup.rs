@@ -1,6 +1,9 @@
 //! Lookup latency against the local registry (Debian's docker-registry on
 //! loopback, TLS, htpasswd): cold (a new lookup each time: TLS handshake,
-//! the 401 then Basic-auth round, manifest, config blob) and cached.
+//! the 401 then Basic-auth round, manifest, config blob) and cached; then
+//! cold and re-resolved again with the guard (the injector's: every
+//! connection through the checking proxy), against the unguarded run as
+//! the baseline.
 //! Prints numbers; `cargo bench -p sidekey-registry --bench lookup`.
 
 use std::time::{Duration, Instant};
@@ -106,4 +109,51 @@ fn main() {
         }
         report(&format!("cached {name}"), cached);
     }
+    // The guard's cost: the same cold and re-resolved lookups, unguarded
+    // and guarded, interleaved in one run.
+    let needs = [Need {
+        container: "app".into(),
+        image: format!("{}/bench/app:1", registry.host()),
+    }];
+    let platform = Platform::default();
+    let none = Credentials::none();
+    let guarded = |on: bool, ttl: Duration| Settings {
+        guard: on,
+        allow: vec![registry.host()],
+        tag_ttl: ttl,
+        ..settings()
+    };
+    let (mut cold_off, mut cold_on) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        for on in [false, true] {
+            let r = Registry::new(guarded(on, Duration::from_secs(300))).expect("registry");
+            let t = Instant::now();
+            let out = rt.block_on(r.lookup_all(&needs, &platform, &none));
+            let took = t.elapsed();
+            out["app"].as_ref().expect("lookup");
+            if on {
+                cold_on.push(took)
+            } else {
+                cold_off.push(took)
+            }
+        }
+    }
+    report("cold image, no guard", cold_off);
+    report("cold image, guard", cold_on);
+    let off = Registry::new(guarded(false, Duration::ZERO)).expect("registry");
+    let on = Registry::new(guarded(true, Duration::ZERO)).expect("registry");
+    let (mut re_off, mut re_on) = (Vec::new(), Vec::new());
+    for i in 0..31 {
+        for (r, v) in [(&off, &mut re_off), (&on, &mut re_on)] {
+            let t = Instant::now();
+            let out = rt.block_on(r.lookup_all(&needs, &platform, &none));
+            let took = t.elapsed();
+            out["app"].as_ref().expect("lookup");
+            if i > 0 {
+                v.push(took);
+            }
+        }
+    }
+    report("re-resolved image, no guard", re_off);
+    report("re-resolved image, guard", re_on);
 }
