@@ -528,6 +528,12 @@ impl Stats {
 struct Key {
     reference: String,
     platform: Platform,
+    /// `None`: read anonymously or with the injector's own credentials
+    /// (`--registry-auth`), so any pod may be answered from it. `Some`: read
+    /// with a pod's pull secret; only a pod that brings the same credential
+    /// is answered from it (a keyed hash of the credential, never the
+    /// credential).
+    scope: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -571,6 +577,9 @@ pub struct Registry {
     clients: Mutex<Clients>,
     stats: Stats,
     guard: Option<Arc<guard::Guard>>,
+    /// Keys the hash that scopes cache entries read with a pod's pull
+    /// secret (random per process).
+    scopes: std::hash::RandomState,
 }
 
 /// One container's image to look up.
@@ -630,6 +639,7 @@ impl Registry {
             clients: Mutex::new(Clients::default()),
             stats: Stats::default(),
             guard,
+            scopes: std::hash::RandomState::new(),
         })
     }
 
@@ -782,6 +792,7 @@ impl Registry {
         let key = Key {
             reference: reference.whole(),
             platform: platform.clone(),
+            scope: None,
         };
         if let Some(hit) = self.cached(&key) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -789,11 +800,25 @@ impl Registry {
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = self.fetch(&reference, platform, extra).await;
+        let result = self.fetch(&reference, platform, extra, &key).await;
         self.stats.observe(started.elapsed());
-        let config = result.map_err(|(reason, answer)| fail(reason, answer))?;
-        self.store(key, &reference, config.clone());
-        Ok(config)
+        match result.map_err(|(reason, answer)| fail(reason, answer))? {
+            Fetched::Cached(config) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(config)
+            }
+            Fetched::Read(config, scope) => {
+                self.store(Key { scope, ..key }, &reference, config.clone());
+                Ok(config)
+            }
+        }
+    }
+
+    /// The cache scope of an answer read with a pod's `credential`.
+    fn scope_of(&self, credential: &Credential) -> u64 {
+        use std::hash::BuildHasher;
+        self.scopes
+            .hash_one((credential.username.as_str(), credential.password.as_str()))
     }
 
     fn cached(&self, key: &Key) -> Option<ImageConfig> {
@@ -858,7 +883,8 @@ impl Registry {
         reference: &Reference,
         platform: &Platform,
         extra: &LazyCredentials<'_>,
-    ) -> Result<ImageConfig, (FailureReason, String)> {
+        key: &Key,
+    ) -> Result<Fetched, (FailureReason, String)> {
         let registry = reference.resolve_registry().to_owned();
         if let Some(g) = &self.guard {
             let default_port = if self.settings.insecure.iter().any(|h| h == &registry) {
@@ -888,7 +914,7 @@ impl Registry {
             .try_auth(&registry, &anonymous, reference, platform)
             .await
         {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok(Fetched::Read(c, None)),
             Err(Failure::Unauthorized(answer)) => answer,
             Err(Failure::Other(reason, answer)) => return Err((reason, answer)),
         };
@@ -911,25 +937,38 @@ impl Registry {
                     ));
                 }
             }
-            auths.extend(list.iter().cloned());
+            auths.extend(list.iter().map(|c| (c.clone(), true)));
         }
         auths.extend(
             self.settings
                 .credentials
                 .for_registry(&registry)
                 .iter()
-                .cloned(),
+                .map(|c| (c.clone(), false)),
         );
         let mut seen = Vec::new();
-        for c in auths {
+        for (c, from_pod) in auths {
             if seen.contains(&c) {
                 continue;
             }
             seen.push(c.clone());
+            // What a pod's pull secret read is kept for that credential
+            // only: another namespace's pod must not get a private image's
+            // command without credentials of its own.
+            let scope = from_pod.then(|| self.scope_of(&c));
+            if scope.is_some() {
+                let scoped = Key {
+                    scope,
+                    ..key.clone()
+                };
+                if let Some(hit) = self.cached(&scoped) {
+                    return Ok(Fetched::Cached(hit));
+                }
+            }
             tried += 1;
             let auth = RegistryAuth::Basic(c.username, c.password);
             match self.try_auth(&registry, &auth, reference, platform).await {
-                Ok(config) => return Ok(config),
+                Ok(config) => return Ok(Fetched::Read(config, scope)),
                 Err(Failure::Unauthorized(answer)) => last = answer,
                 Err(Failure::Other(reason, answer)) => return Err((reason, answer)),
             }
@@ -983,6 +1022,14 @@ impl Registry {
         }
         result
     }
+}
+
+/// What [`Registry::fetch`] got: an answer read from the registry (with
+/// the cache scope it may be kept under), or one found in the cache under
+/// the scope of a pod's credential.
+enum Fetched {
+    Read(ImageConfig, Option<u64>),
+    Cached(ImageConfig),
 }
 
 /// Credentials from the pod (its pull secrets and its service account's),

@@ -312,14 +312,14 @@ fn credentials_anonymous_then_pull_secrets_then_the_static_file() {
 }
 
 #[test]
-fn pull_secrets_are_read_only_when_anonymous_access_is_refused_and_not_for_a_cached_image() {
+fn pull_secrets_are_read_only_when_anonymous_access_is_refused_and_scope_the_cache() {
     let Some(f) = fixture() else { return };
     let image = format!("{}/team/cached:1", f.host());
     let r = guarded(f, &[&f.host()], None);
     let reads = Arc::new(AtomicUsize::new(0));
-    let pod = |reads: Arc<AtomicUsize>| {
+    let pod = |reads: Arc<AtomicUsize>, password: &str| {
         let creds =
-            Credentials::from_docker_config(f.docker_config(f.password()).as_bytes(), "s").unwrap();
+            Credentials::from_docker_config(f.docker_config(password).as_bytes(), "s").unwrap();
         LazyCredentials::new(Box::pin(async move {
             reads.fetch_add(1, Ordering::SeqCst);
             let mut p = PodCredentials::new();
@@ -327,13 +327,28 @@ fn pull_secrets_are_read_only_when_anonymous_access_is_refused_and_not_for_a_cac
             p
         }))
     };
-    let first = pod(Arc::clone(&reads));
+    let first = pod(Arc::clone(&reads), f.password());
     lookup(&r, &image, &first).expect("with the pull secret");
     assert!(first.was_read());
-    let second = pod(Arc::clone(&reads));
-    lookup(&r, &image, &second).expect("cached");
-    assert!(!second.was_read(), "a cached image needs no credentials");
-    assert_eq!(reads.load(Ordering::SeqCst), 1);
+    assert_eq!(r.stats().fetches(), 1);
+
+    // Another pod with the same credential is answered from the cache
+    // (after the anonymous refusal), without reading the image again.
+    let second = pod(Arc::clone(&reads), f.password());
+    lookup(&r, &image, &second).expect("cached for the same credential");
+    assert!(second.was_read(), "the cache entry is the credential's");
+    assert_eq!(r.stats().cache_hits(), 1);
+
+    // A pod of another namespace without credentials, or with wrong ones,
+    // is not given what the first pod's secret read.
+    let e = lookup(&r, &image, &LazyCredentials::none()).unwrap_err();
+    assert_eq!(e.reason, FailureReason::Unauthorized, "{e}");
+    let wrong = pod(Arc::clone(&reads), "wrong-pw-81c3");
+    let e = lookup(&r, &image, &wrong).unwrap_err();
+    assert_eq!(e.reason, FailureReason::Unauthorized, "{e}");
+    assert!(!e.to_string().contains("wrong-pw-81c3"), "{e}");
+    assert_eq!(r.stats().cache_hits(), 1);
+    assert_eq!(reads.load(Ordering::SeqCst), 3);
 }
 
 #[test]
