@@ -142,10 +142,6 @@ mod pod;
 mod quote;
 mod verify;
 
-// The planner and the verifier import the patch text writer by its old
-// name; the alias keeps them building until they name `patch_writer`.
-use patch_writer as ops;
-
 pub use annotations::{
     is_injected, parse_annotations, wants_injection, Annotations, Denial, AGENT_ROOT, MIN_REFRESH,
 };

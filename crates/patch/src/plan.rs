@@ -10,7 +10,7 @@ use sidekey_model::{Environment, Pick, Service};
 
 use crate::annotations::{is_injected, parse_annotations, wants_injection, Annotations, Denial};
 use crate::config::{AgentPolicy, Config, Resolution, Settings};
-use crate::ops::{Container, EnvVar, Mount, PatchWriter, Probe, Volume};
+use crate::patch_writer::{Container, EnvVar, Mount, PatchWriter, Probe, Volume};
 use crate::pod::{AnnotationMap, ContainerView, PodView, SpecView};
 use crate::quote::{Name, Q};
 

@@ -36,7 +36,7 @@ use sidekey_model::annotations::{self as names};
 
 use crate::annotations::{Annotations, Denial};
 use crate::config::{parse_quantity, Settings};
-use crate::ops::{EnvVar, Json as JsonText};
+use crate::patch_writer::{EnvVar, Json as JsonText};
 use crate::plan::{
     check_container_parts, files_command, AGENT_INSTALLED, AGENT_IN_IMAGE, BIN_DIR, BIN_SIZE_LIMIT,
     CONTAINER_INIT, CONTAINER_INSTALL, CONTAINER_SIDECAR, RESERVED_CONTAINERS, RESERVED_VOLUMES,
