@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::Parser;
 use sidekey_injector::self_managed::SelfManaged;
-use sidekey_injector::{server, Args, Settings};
+use sidekey_injector::{server, Args, CertStore, Settings};
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -57,8 +57,6 @@ fn main() -> ExitCode {
         webhook: args.self_managed.webhook_configuration.clone(),
         dns_names: args.self_managed.dns_names.clone(),
         poll: args.self_managed.self_managed_poll,
-        cert_path: args.tls_cert.clone(),
-        key_path: args.tls_key.clone(),
     });
     match serve(settings, self_managed) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,28 +75,33 @@ struct SelfManagedPlan {
     webhook: String,
     dns_names: Vec<String>,
     poll: std::time::Duration,
-    cert_path: std::path::PathBuf,
-    key_path: std::path::PathBuf,
 }
 
-/// Self-managed TLS: the first pass (Secret, caBundle, files) completes
-/// before the server starts, so `/readyz` only answers 200 once the
-/// certificate is loaded AND the caBundle holds its CA; a failing pass is
-/// retried every 2 s (the liveness probe restarts a pod stuck here).
-async fn start_self_managed(plan: SelfManagedPlan) -> anyhow::Result<()> {
+/// Self-managed TLS: the Kubernetes client is made before the server
+/// starts (no client: exit 1); the passes run beside the server, which
+/// serves the certificate from `store` (memory only). A pass installs the
+/// certificate only after the caBundle holds its CA, so `/readyz` answers
+/// 200 once both are true; `/healthz` answers meanwhile. A failing first
+/// pass is retried every 2 s.
+async fn self_managed_manager(
+    plan: SelfManagedPlan,
+    store: std::sync::Arc<CertStore>,
+) -> anyhow::Result<SelfManaged> {
     let client = kube::Client::try_default().await.context(
         "self-managed TLS: no Kubernetes client (in-cluster service account or KUBECONFIG)",
     )?;
-    let manager = SelfManaged {
+    Ok(SelfManaged {
         client,
         namespace: plan.namespace,
         secret: plan.secret,
         webhook: plan.webhook,
         dns_names: plan.dns_names,
         policy: plan.policy,
-        cert_path: plan.cert_path,
-        key_path: plan.key_path,
-    };
+        store,
+    })
+}
+
+async fn run_self_managed(manager: SelfManaged, poll: std::time::Duration) {
     loop {
         match manager.reconcile().await {
             Ok(pass) => {
@@ -115,8 +118,7 @@ async fn start_self_managed(plan: SelfManagedPlan) -> anyhow::Result<()> {
             }
         }
     }
-    tokio::spawn(manager.run(plan.poll));
-    Ok(())
+    manager.run(poll).await;
 }
 
 fn serve(settings: Settings, self_managed: Option<SelfManagedPlan>) -> anyhow::Result<()> {
@@ -124,10 +126,19 @@ fn serve(settings: Settings, self_managed: Option<SelfManagedPlan>) -> anyhow::R
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let mut store = None;
     if let Some(plan) = self_managed {
-        runtime.block_on(start_self_managed(plan))?;
+        let poll = plan.poll;
+        let certs = CertStore::in_memory(settings.client_ca.clone());
+        let manager = runtime.block_on(self_managed_manager(plan, certs.clone()))?;
+        runtime.spawn(run_self_managed(manager, poll));
+        store = Some(certs);
     }
-    runtime.block_on(server::run(settings, server::shutdown_signal()))?;
+    runtime.block_on(server::run_with_store(
+        settings,
+        store,
+        server::shutdown_signal(),
+    ))?;
     // Connections cut at the end of the grace period are dropped here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())

@@ -20,9 +20,9 @@
 //!    read), BEFORE the certificate is served: a CA renewal keeps the
 //!    previous CA in the bundle until it expires, so callers that still
 //!    hold the old bundle and callers with the new one both verify;
-//! 4. installs the certificate and key into the serving files (the chart
-//!    mounts them on an `emptyDir` with `medium: Memory`), where the
-//!    existing [`crate::tls::CertStore`] watcher picks them up.
+//! 4. installs the certificate and key into the server's
+//!    [`crate::tls::CertStore`] ([`CertStore::install_pem`]): they are
+//!    held in memory only, never written to a file.
 //!
 //! A serving certificate is renewed under the same CA, so no caller needs
 //! a new bundle; the CA itself is renewed at 2/3 of its (long) life.
@@ -37,7 +37,7 @@
 //! replaced as a whole.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -50,6 +50,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use zeroize::Zeroizing;
+
+use crate::tls::{CertStore, TlsError};
 
 /// Default life of the CA.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -393,11 +395,12 @@ pub enum SelfManagedError {
     },
     #[error(transparent)]
     Cert(#[from] CertError),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
+    #[error("the certificate in Secret {namespace}/{name} cannot be served: {source}")]
+    Install {
+        namespace: String,
+        name: String,
         #[source]
-        source: std::io::Error,
+        source: TlsError,
     },
 }
 
@@ -409,8 +412,9 @@ pub struct SelfManagedArgs {
     /// (`NAMESPACE/NAME`, created if absent, renewed at 2/3 of life with
     /// compare-and-swap so replicas agree) and put the CA into `caBundle`
     /// of `--webhook-configuration`, through the Kubernetes API (in-cluster
-    /// service account or KUBECONFIG). The pair is written to `--tls-cert`
-    /// and `--tls-key` (mount them on a memory-backed emptyDir).
+    /// service account or KUBECONFIG). The pair is served from memory
+    /// (`--tls-cert` and `--tls-key` are not read); `/readyz` answers 200
+    /// once the first one is in place, `/healthz` from the start.
     #[arg(
         long,
         env = "SIDEKEY_INJECTOR_SELF_MANAGED_TLS",
@@ -520,8 +524,8 @@ pub struct SelfManaged {
     pub webhook: String,
     pub dns_names: Vec<String>,
     pub policy: Policy,
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
+    /// Where the certificate is served from (see [`CertStore::in_memory`]).
+    pub store: Arc<CertStore>,
 }
 
 impl std::fmt::Debug for SelfManaged {
@@ -690,16 +694,17 @@ impl SelfManaged {
         })
     }
 
-    /// Writes the pair where the certificate watcher reads it, when it
-    /// differs (key first, each through a rename; mode 0600).
+    /// Serves the pair from the next handshake on (nothing is done when
+    /// it is the one served already).
     fn install(&self, m: &Material) -> Result<(), SelfManagedError> {
-        let same = |p: &Path, v: &str| std::fs::read(p).is_ok_and(|b| b == v.as_bytes());
-        if same(&self.cert_path, &m.cert_pem) && same(&self.key_path, &m.key_pem) {
-            return Ok(());
-        }
-        write_private(&self.key_path, m.key_pem.as_bytes())?;
-        write_private(&self.cert_path, m.cert_pem.as_bytes())?;
-        Ok(())
+        self.store
+            .install_pem(m.cert_pem.as_bytes(), m.key_pem.as_bytes())
+            .map(|_| ())
+            .map_err(|source| SelfManagedError::Install {
+                namespace: self.namespace.clone(),
+                name: self.secret.clone(),
+                source,
+            })
     }
 
     /// Reconciles every `poll` and at each renewal point, for ever; errors
@@ -719,26 +724,6 @@ impl SelfManaged {
             tokio::time::sleep(wait).await;
         }
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SelfManagedError> {
-    use std::io::Write;
-    let err = |source| SelfManagedError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]

@@ -122,17 +122,43 @@ impl Default for ServeLimits {
 /// Runs the injector with `settings` until `shutdown` completes, then shuts
 /// down gracefully.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let certs = CertStore::with_client_ca(
-        &settings.tls_cert,
-        &settings.tls_key,
-        settings.client_ca.clone(),
-    );
-    match certs.reload() {
-        Ok(_) => tracing::info!(cert = %settings.tls_cert.display(), "serving certificate loaded"),
-        Err(e) => {
-            tracing::error!(error = %e, "no serving certificate yet; not ready until one loads")
+    run_with_store(settings, None, shutdown).await
+}
+
+/// [`run`], serving the certificates of `store` when given (self-managed
+/// TLS installs them in memory: see [`CertStore::in_memory`]) instead of
+/// the `--tls-cert`/`--tls-key` files. `/healthz` answers from the start;
+/// `/readyz` once the store holds a certificate.
+pub async fn run_with_store(
+    settings: Settings,
+    store: Option<Arc<CertStore>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let certs = match store {
+        Some(store) => {
+            tracing::info!("serving the certificate installed in memory by self-managed TLS; not ready until it is");
+            if let Err(e) = store.reload() {
+                tracing::error!(error = %e, "the client CA cannot be loaded yet");
+            }
+            store
         }
-    }
+        None => {
+            let certs = CertStore::with_client_ca(
+                &settings.tls_cert,
+                &settings.tls_key,
+                settings.client_ca.clone(),
+            );
+            match certs.reload() {
+                Ok(_) => {
+                    tracing::info!(cert = %settings.tls_cert.display(), "serving certificate loaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no serving certificate yet; not ready until one loads")
+                }
+            }
+            certs
+        }
+    };
     match &settings.client_ca {
         Some(ca) => tracing::info!(
             client_ca = %ca.display(),

@@ -86,6 +86,9 @@ pub struct CertStore {
     /// has not loaded (every handshake is then refused).
     config: ArcSwapOption<ServerConfig>,
     provider: Arc<CryptoProvider>,
+    /// The pair is given by [`Self::install_pem`] (self-managed TLS) and
+    /// never read from files.
+    memory: bool,
 }
 
 impl CertStore {
@@ -105,9 +108,28 @@ impl CertStore {
         key_path: impl Into<PathBuf>,
         client_ca: Option<PathBuf>,
     ) -> Arc<CertStore> {
+        CertStore::build(cert_path.into(), key_path.into(), client_ca, false)
+    }
+
+    /// A store whose certificate and key only ever come from
+    /// [`Self::install_pem`], held in memory (no file is read or written
+    /// for them); the client CA bundle, if any, is read and watched as in
+    /// [`Self::with_client_ca`].
+    pub fn in_memory(client_ca: Option<PathBuf>) -> Arc<CertStore> {
+        let none = PathBuf::from("(memory)");
+        CertStore::build(none.clone(), none, client_ca, true)
+    }
+
+    fn build(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        client_ca: Option<PathBuf>,
+        memory: bool,
+    ) -> Arc<CertStore> {
         let store = Arc::new(CertStore {
-            cert_path: cert_path.into(),
-            key_path: key_path.into(),
+            cert_path,
+            key_path,
+            memory,
             client_ca,
             current: Arc::new(ArcSwapOption::empty()),
             tried: Mutex::new(None),
@@ -174,9 +196,24 @@ impl CertStore {
     }
 
     fn reload_pair(&self) -> Result<Reload, TlsError> {
+        if self.memory {
+            return Ok(Reload::Unchanged);
+        }
         let cert_pem = read(&self.cert_path)?;
         let key_pem = Zeroizing::new(read(&self.key_path)?);
-        let hash = content_hash(&cert_pem, &key_pem);
+        self.load_pair(&cert_pem, &key_pem)
+    }
+
+    /// Serves `cert_pem` (a PEM chain, leaf first) with `key_pem` from the
+    /// next handshake on, unless they are what was tried last. The key is
+    /// parsed from the caller's buffer; nothing is written anywhere. On an
+    /// error what is served stays as it was.
+    pub fn install_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Reload, TlsError> {
+        self.load_pair(cert_pem, key_pem)
+    }
+
+    fn load_pair(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Reload, TlsError> {
+        let hash = content_hash(cert_pem, key_pem);
         {
             let mut tried = self.tried.lock().unwrap_or_else(|p| p.into_inner());
             if *tried == Some(hash) {
@@ -184,7 +221,7 @@ impl CertStore {
             }
             *tried = Some(hash);
         }
-        let key = self.parse(&cert_pem, &key_pem)?;
+        let key = self.parse(cert_pem, key_pem)?;
         self.current.store(Some(Arc::new(key)));
         Ok(Reload::Loaded)
     }

@@ -100,6 +100,29 @@ fn start_in(
     Injector(child)
 }
 
+/// The leaf certificate the injector on `port` serves (PEM body without
+/// line breaks), read over TLS: self-managed TLS keeps it in memory only.
+fn served(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509"
+        ))
+        .output()
+        .expect("openssl");
+    pem_body(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The base64 of the first PEM block, without line breaks.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .map(str::trim)
+        .collect()
+}
+
 /// `GET /readyz` on the plain probes port: true on 200.
 fn ready(probes: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", probes)) else {
@@ -152,14 +175,8 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
         // Both at once: one creates the Secret, the other adopts it.
         let probes = [free_port(), free_port()];
         let _a = start(dir.path(), "a", &config, &c.kubeconfig, port, probes[0]);
-        let _b = start(
-            dir.path(),
-            "b",
-            &config,
-            &c.kubeconfig,
-            free_port(),
-            probes[1],
-        );
+        let port_b = free_port();
+        let _b = start(dir.path(), "b", &config, &c.kubeconfig, port_b, probes[1]);
         for p in probes {
             wait_until("both injectors ready", 60, || async move {
                 ready(p).then_some(())
@@ -171,18 +188,28 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
         let secret = secrets.get(SECRET).await.expect("the Secret exists");
         let data = secret.data.expect("data");
         let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
-        let served_a = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
-        let served_b = std::fs::read_to_string(dir.path().join("b.crt")).expect("b.crt");
+        let served_a = served(port);
+        let served_b = served(port_b);
+        assert!(!served_a.is_empty(), "injector a serves a certificate");
         assert_eq!(
             served_a,
-            text("tls.crt"),
+            pem_body(&text("tls.crt")),
             "injector a serves the Secret's certificate"
         );
         assert_eq!(
             served_b,
-            text("tls.crt"),
+            pem_body(&text("tls.crt")),
             "injector b serves the Secret's certificate"
         );
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            let content = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&content).contains("PRIVATE KEY"),
+                "{} holds a private key: self-managed TLS keeps it in memory",
+                path.display()
+            );
+        }
         let wrote = ["a", "b"]
             .iter()
             .filter(|n| {
@@ -299,7 +326,8 @@ fn reviews_keep_succeeding_across_forced_renewals() {
             ready(probes).then_some(())
         })
         .await;
-        let first = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
+        let first = served(port);
+        assert!(!first.is_empty(), "a certificate is served");
         let bundle_before = webhooks
             .get(WEBHOOK2)
             .await
@@ -330,7 +358,7 @@ fn reviews_keep_succeeding_across_forced_renewals() {
                 Ok(_) => admitted += 1,
                 Err(e) => refused.push(e.to_string()),
             }
-            let now = std::fs::read_to_string(dir.path().join("a.crt")).unwrap_or_default();
+            let now = served(port);
             if !now.is_empty() && seen.last() != Some(&now) {
                 seen.push(now);
             }
@@ -340,8 +368,8 @@ fn reviews_keep_succeeding_across_forced_renewals() {
             refused.is_empty(),
             "pods refused across renewals: {refused:?}"
         );
-        let served = std::fs::read_to_string(dir.path().join("a.crt")).expect("a.crt");
-        assert_ne!(served, first, "a renewed certificate is served");
+        let now = served(port);
+        assert_ne!(now, first, "a renewed certificate is served");
         let bundle_after = webhooks
             .get(WEBHOOK2)
             .await
@@ -360,5 +388,101 @@ fn reviews_keep_succeeding_across_forced_renewals() {
             .expect("delete the webhook configuration");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces.delete(NS2, &DeleteParams::default()).await;
+    });
+}
+
+/// `GET path` on the plain probes port: the status code, if any answer.
+fn status(probes: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", probes)).ok()?;
+    let _ = s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ').nth(1)?.parse().ok()
+}
+
+/// Until the first certificate is in place (here: its webhook
+/// configuration does not exist yet, so the pass fails and is retried)
+/// the injector is alive (`/healthz` 200) and not ready (`/readyz` 503);
+/// once the configuration exists it patches it and becomes ready.
+#[test]
+fn alive_but_not_ready_until_the_first_certificate_is_served() {
+    const NS3: &str = "sidekey-self-managed-probes";
+    const WEBHOOK3: &str = "sidekey-self-managed-probes";
+    let (c, _guard) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = [
+        c.state.join("injector-config.yaml"),
+        c.state.with_extension("injector-config.yaml"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("the fixture's injector configuration");
+    block_on(async {
+        let client = c.client().await;
+        namespace(&client, NS3, json!({"sidekey-self-managed-probes": "yes"})).await;
+        let (port, probes) = (free_port(), free_port());
+        let _a = start_in(
+            dir.path(),
+            "a",
+            &config,
+            &c.kubeconfig,
+            port,
+            probes,
+            NS3,
+            WEBHOOK3,
+            &[],
+        );
+        wait_until("/healthz answers", 60, || async move {
+            (status(probes, "/healthz") == Some(200)).then_some(())
+        })
+        .await;
+        // Several failed passes (every 2 s) later: still alive, not ready.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert_eq!(status(probes, "/healthz"), Some(200));
+        assert_ne!(
+            status(probes, "/readyz"),
+            Some(200),
+            "ready without a certificate"
+        );
+        assert!(served(port).is_empty(), "no certificate is served yet");
+
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK3},
+            "webhooks": [{
+                "name": "self-managed.sidekey.io",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-probes": "yes"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+            }],
+        }))
+        .expect("webhook configuration");
+        webhooks
+            .create(&PostParams::default(), &mwc)
+            .await
+            .expect("create the webhook configuration");
+        wait_until(
+            "ready once the certificate is in place",
+            60,
+            || async move { ready(probes).then_some(()) },
+        )
+        .await;
+        assert!(!served(port).is_empty(), "a certificate is served");
+
+        webhooks
+            .delete(WEBHOOK3, &DeleteParams::default())
+            .await
+            .expect("delete the webhook configuration");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(NS3, &DeleteParams::default()).await;
     });
 }
