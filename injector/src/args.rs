@@ -25,12 +25,29 @@ pub struct Args {
     pub metrics_listen: Option<SocketAddr>,
 
     /// PEM certificate chain, leaf first; reloaded when the file changes.
-    #[arg(long, env = "SIDEKEY_INJECTOR_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: PathBuf,
+    /// Required unless `--self-managed-tls` (which serves from memory and
+    /// refuses these two).
+    #[arg(
+        long,
+        env = "SIDEKEY_INJECTOR_TLS_CERT",
+        value_name = "FILE",
+        required_unless_present = "self_managed_tls",
+        conflicts_with = "self_managed_tls",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of the certificate; reloaded when the file changes.
-    #[arg(long, env = "SIDEKEY_INJECTOR_TLS_KEY", value_name = "FILE")]
-    pub tls_key: PathBuf,
+    /// Required unless `--self-managed-tls`.
+    #[arg(
+        long,
+        env = "SIDEKEY_INJECTOR_TLS_KEY",
+        value_name = "FILE",
+        required_unless_present = "self_managed_tls",
+        conflicts_with = "self_managed_tls",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// PEM bundle of CA certificates: every caller must present a client
     /// certificate chaining to it (the API server's webhook client
@@ -293,8 +310,9 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 pub struct Settings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
+    /// The serving certificate and key files (`--tls-cert`, `--tls-key`);
+    /// `None` with `--self-managed-tls` (served from memory).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub config: Config,
     pub audit: AuditTarget,
     pub audit_queue: usize,
@@ -370,8 +388,7 @@ impl Settings {
             registry,
             listen: args.listen,
             metrics_listen: args.metrics_listen,
-            tls_cert: args.tls_cert.clone(),
-            tls_key: args.tls_key.clone(),
+            tls_files: args.tls_cert.clone().zip(args.tls_key.clone()),
             config,
             audit: args.audit.parse()?,
             audit_queue: args.audit_queue,

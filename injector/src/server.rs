@@ -90,6 +90,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0} connection(s) were still open when the shutdown grace period ended")]
     GraceExceeded(usize),
+    #[error("no serving certificate: give --tls-cert and --tls-key, or --self-managed-tls")]
+    NoCertificate,
 }
 
 /// What bounds the server's work and memory, whatever its callers do.
@@ -143,14 +145,13 @@ pub async fn run_with_store(
             store
         }
         None => {
-            let certs = CertStore::with_client_ca(
-                &settings.tls_cert,
-                &settings.tls_key,
-                settings.client_ca.clone(),
-            );
+            let Some((cert, key)) = &settings.tls_files else {
+                return Err(ServeError::NoCertificate);
+            };
+            let certs = CertStore::with_client_ca(cert, key, settings.client_ca.clone());
             match certs.reload() {
                 Ok(_) => {
-                    tracing::info!(cert = %settings.tls_cert.display(), "serving certificate loaded")
+                    tracing::info!(cert = %cert.display(), "serving certificate loaded")
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "no serving certificate yet; not ready until one loads")
