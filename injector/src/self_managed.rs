@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rcgen::{
@@ -574,6 +574,7 @@ impl SelfManaged {
         const TRIES: u32 = 8;
         let mut wrote = false;
         let mut material = None;
+        let mut owner = None;
         for _ in 0..TRIES {
             let current = secrets.get_opt(&self.secret).await.map_err(secret_err)?;
             let stored = current.as_ref().and_then(from_secret);
@@ -584,18 +585,26 @@ impl SelfManaged {
                 material = stored;
                 break;
             };
+            // The Secret belongs to the webhook configuration: deleting that
+            // (`helm uninstall`) has the garbage collector delete the CA's
+            // key with it.
+            if owner.is_none() {
+                owner = Some(self.webhook_owner().await?);
+            }
             let result = match &current {
                 None => {
-                    let s = to_secret(&new, &self.namespace, &self.secret, None);
+                    let mut s = to_secret(&new, &self.namespace, &self.secret, None);
+                    s.metadata.owner_references = owner.clone().map(|o| vec![o]);
                     secrets.create(&PostParams::default(), &s).await
                 }
                 Some(cur) => {
-                    let s = to_secret(
+                    let mut s = to_secret(
                         &new,
                         &self.namespace,
                         &self.secret,
                         cur.metadata.resource_version.clone(),
                     );
+                    s.metadata.owner_references = owner.clone().map(|o| vec![o]);
                     secrets
                         .replace(&self.secret, &PostParams::default(), &s)
                         .await
@@ -634,6 +643,27 @@ impl SelfManaged {
             wrote,
             patched,
             next_check,
+        })
+    }
+
+    /// The owner reference to the webhook configuration (no
+    /// `blockOwnerDeletion`: that would need `delete` on it).
+    async fn webhook_owner(&self) -> Result<OwnerReference, SelfManagedError> {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let config = api
+            .get_opt(&self.webhook)
+            .await
+            .map_err(|source| SelfManagedError::Webhook {
+                name: self.webhook.clone(),
+                source,
+            })?
+            .ok_or_else(|| SelfManagedError::WebhookMissing(self.webhook.clone()))?;
+        Ok(OwnerReference {
+            api_version: "admissionregistration.k8s.io/v1".to_owned(),
+            kind: "MutatingWebhookConfiguration".to_owned(),
+            name: self.webhook.clone(),
+            uid: config.metadata.uid.unwrap_or_default(),
+            ..OwnerReference::default()
         })
     }
 

@@ -662,6 +662,21 @@ fn helm_install_upgrade_and_uninstall_with_self_managed_tls() {
                 .is_none(),
             "the webhook configuration is gone"
         );
+        // The Secret the injector made (with the CA's key) is owned by the
+        // webhook configuration: the garbage collector deletes it too.
+        wait_until(
+            "the injector's Secret deleted with its owner",
+            90,
+            || async {
+                secrets
+                    .get_opt("sidekey-injector-tls")
+                    .await
+                    .expect("get Secret")
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
         let status = b.stop();
         assert!(status.success(), "the injector exited 0: {status}");
         // No injector runs now; the namespace is not blocked.
