@@ -9,6 +9,8 @@
 //! the whole-life tests in `tests/tests/`; nothing here fakes the agent or
 //! the injector: they are the real binaries.
 
+pub mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

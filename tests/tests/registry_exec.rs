@@ -12,6 +12,7 @@
 //! would have run without sidekey: the image's ENTRYPOINT and CMD, or the
 //! ENTRYPOINT and the container's `args`.
 
+use sidekey_e2e::support::{apply_and_validate, bin_dir, free_port, is_root, repo, walk};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -42,31 +43,6 @@ const ENTRYPOINT_AMD64: &[&str] = &[APP, "--arch=amd64"];
 const ENTRYPOINT_ARM64: &[&str] = &[APP, "--arch=arm64"];
 /// An image with no ENTRYPOINT: its CMD is the whole command.
 const CMD_ONLY: &[&str] = &[APP, "--from-cmd", "x y"];
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    match std::env::var_os("SIDEKEY_VENV") {
-        Some(v) => PathBuf::from(v).join("bin").join(name),
-        None => repo().join(".venv/bin").join(name),
-    }
-}
-
-fn is_root() -> bool {
-    run(Path::new("/usr/bin/id"), &["-u"], &[], b"")
-        .map(|o| o.stdout_str().trim() == "0")
-        .unwrap_or(false)
-}
 
 /// The registry and its images, shared by the tests of this file.
 struct Images {
@@ -407,74 +383,6 @@ impl Drop for World {
         let _ = self.injector.kill();
         let _ = self.injector.wait();
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Applies the base64 JSON Patch with Python's jsonpatch, names the pod as
-/// the API server would, and validates it with kubernetes-validate.
-fn apply_and_validate(dir: &Path, pod: &Value, response: &Value) -> Value {
-    let patch = response["patch"].as_str().expect("a patch");
-    let pod_file = dir.join("pod.json");
-    std::fs::write(&pod_file, pod.to_string()).expect("write pod");
-    let script = "import base64, json, sys, jsonpatch\n\
-                  pod = json.load(open(sys.argv[1]))\n\
-                  patch = json.loads(base64.b64decode(sys.argv[2]))\n\
-                  print(json.dumps(jsonpatch.apply_patch(pod, patch)))\n";
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", script])
-        .arg(&pod_file)
-        .arg(patch)
-        .output()
-        .expect("python jsonpatch");
-    assert!(
-        out.status.success(),
-        "jsonpatch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut patched: Value = serde_json::from_slice(&out.stdout).expect("patched pod");
-    if patched["metadata"]["name"].is_null() {
-        let base = patched["metadata"]["generateName"]
-            .as_str()
-            .unwrap_or("pod-")
-            .to_owned();
-        patched["metadata"]["name"] = json!(format!("{base}x7k2p"));
-    }
-    let patched_file = dir.join("patched.json");
-    std::fs::write(&patched_file, patched.to_string()).expect("write");
-    let out = Command::new(venv_bin("kubernetes-validate"))
-        .args(["--strict", "-k", "1.33.0"])
-        .arg(&patched_file)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubernetes-validate");
-    assert!(
-        out.status.success(),
-        "kubernetes-validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    patched
 }
 
 /// The app's image as the played kubelet sees it: the file at [`APP`] and

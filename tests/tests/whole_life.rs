@@ -6,7 +6,8 @@
 //! `sidekey-agent` against moto. The checks are on what the app process
 //! really sees, and on what is left on disk.
 
-use std::path::{Path, PathBuf};
+use sidekey_e2e::support::{apply_and_validate, bin_dir, free_port, is_root, repo, walk};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,31 +16,6 @@ use sidekey_e2e::{pod_from_workload, Image, Kubelet};
 use sidekey_test_support::{assert_no_secret, aws_env, create_kms_key, run, Moto};
 
 const AGENT_IMAGE: &str = "sidekey/agent:e2e";
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    match std::env::var_os("SIDEKEY_VENV") {
-        Some(v) => PathBuf::from(v).join("bin").join(name),
-        None => repo().join(".venv/bin").join(name),
-    }
-}
-
-fn is_root() -> bool {
-    run(Path::new("/usr/bin/id"), &["-u"], &[], b"")
-        .map(|o| o.stdout_str().trim() == "0")
-        .unwrap_or(false)
-}
 
 /// One test's world: moto, a KMS key, a unique prefix, the injector.
 struct World {
@@ -278,126 +254,6 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = self.injector.kill();
         let _ = self.injector.wait();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Applies a base64 JSON Patch with Python's jsonpatch (an implementation
-/// independent of ours), names the pod, and validates it.
-fn apply_and_validate(dir: &Path, pod: &Value, response: &Value) -> Value {
-    let patch = response["patch"].as_str().expect("a patch");
-    let pod_file = dir.join("pod.json");
-    std::fs::write(&pod_file, pod.to_string()).expect("write pod");
-    let script = "import base64, json, sys, jsonpatch\n\
-                  pod = json.load(open(sys.argv[1]))\n\
-                  patch = json.loads(base64.b64decode(sys.argv[2]))\n\
-                  print(json.dumps(jsonpatch.apply_patch(pod, patch)))\n";
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", script])
-        .arg(&pod_file)
-        .arg(patch)
-        .output()
-        .expect("python jsonpatch");
-    assert!(
-        out.status.success(),
-        "jsonpatch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut patched: Value = serde_json::from_slice(&out.stdout).expect("patched pod");
-    // The API server names the pod after admission.
-    if patched["metadata"]["name"].is_null() {
-        let base = patched["metadata"]["generateName"]
-            .as_str()
-            .unwrap_or("pod-")
-            .to_owned();
-        patched["metadata"]["name"] = json!(format!("{base}x7k2p"));
-    }
-    let patched_file = dir.join("patched.json");
-    std::fs::write(&patched_file, patched.to_string()).expect("write");
-    let out = Command::new(venv_bin("kubernetes-validate"))
-        .args(["--strict", "-k", "1.33.0"])
-        .arg(&patched_file)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubernetes-validate");
-    assert!(
-        out.status.success(),
-        "kubernetes-validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    semantic_checks(&patched);
-    patched
-}
-
-/// What the schemas do not say but the API server checks.
-fn semantic_checks(pod: &Value) {
-    let spec = &pod["spec"];
-    let containers: Vec<&Value> = spec["initContainers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(spec["containers"].as_array().into_iter().flatten())
-        .collect();
-    let mut names: Vec<&str> = containers
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or(""))
-        .collect();
-    names.sort_unstable();
-    let before = names.len();
-    names.dedup();
-    assert_eq!(before, names.len(), "container names are unique");
-    let volumes: Vec<&str> = spec["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| v["name"].as_str().unwrap_or(""))
-        .collect();
-    let mut unique = volumes.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(unique.len(), volumes.len(), "volume names are unique");
-    for c in containers {
-        let mut paths = Vec::new();
-        for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            let v = m["name"].as_str().unwrap_or("");
-            assert!(volumes.contains(&v), "mount of unknown volume {v}");
-            paths.push(m["mountPath"].as_str().unwrap_or(""));
-        }
-        let n = paths.len();
-        paths.sort_unstable();
-        paths.dedup();
-        assert_eq!(n, paths.len(), "duplicate mount paths in {}", c["name"]);
-        for e in c["env"].as_array().into_iter().flatten() {
-            let name = e["name"].as_str().unwrap_or("");
-            assert!(
-                !name.is_empty()
-                    && !name.contains('=')
-                    && !name.starts_with(|ch: char| ch.is_ascii_digit()),
-                "bad env name {name:?}"
-            );
-        }
     }
 }
 
