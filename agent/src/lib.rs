@@ -30,8 +30,8 @@ pub mod config;
 pub mod exec;
 pub mod fetch;
 pub mod files;
-pub mod http;
 pub mod loader;
+pub mod store;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -41,13 +41,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sidekey_store::{Backend, Keys, LocalParams, Params, SsmParams, Store};
 
 use crate::args::{Args, Command, FilesArgs};
 use crate::audit::{fetch_event, AuditSink};
 use crate::config::{Config, ConfigError, ProcessVars, Vars};
 use crate::fetch::{Fetched, Fetcher, Plan};
 use crate::files::AtomicDir;
+use crate::store::open_store;
 
 /// Configuration or usage error (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -162,58 +162,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("cannot start the runtime: {e}")))
-}
-
-/// Opens the configured store: SSM + KMS through the agent's own HTTP
-/// client, or the local store (whose master key must already exist).
-pub async fn open_store(config: &Config) -> Result<Store, Failure> {
-    let (params, keys) = match config.backend() {
-        Backend::Ssm => {
-            let http = audit::count_calls(http::client(config.ca_file().map(|p| p.as_path()))?);
-            let sdk = sidekey_store::aws_config_with(config.aws(), http).await;
-            if sdk.region().is_none() {
-                return Err(ConfigError::new(
-                    "AWS_REGION",
-                    "no AWS region: set AWS_REGION (EKS sets it with IRSA or Pod Identity)",
-                )
-                .into());
-            }
-            (
-                Params::Ssm(SsmParams::new(aws_sdk_ssm::Client::new(&sdk))),
-                Keys::Kms {
-                    client: aws_sdk_kms::Client::new(&sdk),
-                    key: config.kms_key().to_owned(),
-                },
-            )
-        }
-        Backend::File(dir) => {
-            let master = sidekey_store::load_master_key(dir, false)
-                .map_err(|e| {
-                    Failure::new(
-                        EXIT_UNAVAILABLE,
-                        format!("environment {}: {e}", config.environment()),
-                    )
-                })?
-                .ok_or_else(|| {
-                    Failure::new(
-                        EXIT_UNAVAILABLE,
-                        format!(
-                            "environment {}: {}: no master key (master.key) in the local store",
-                            config.environment(),
-                            dir.display()
-                        ),
-                    )
-                })?;
-            (
-                Params::Local(LocalParams::new(dir.clone(), "sidekey-agent".to_owned())),
-                Keys::Local(master),
-            )
-        }
-    };
-    Ok(
-        Store::from_parts(params, keys, config.prefix().clone(), config.timeout())
-            .with_allow_legacy(config.allow_legacy()),
-    )
 }
 
 /// Refuses a secret that would set a variable changing how the app loads

@@ -1,15 +1,9 @@
-//! Choosing and opening a store: `ssm` (SSM + KMS) or `file:DIR` (the
-//! embedded local store and its master key).
+//! Choosing a store: `ssm` (SSM + KMS) or `file:DIR` (the embedded local
+//! store and its master key), and its overall timeout.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
-
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::error::StoreError;
 
@@ -42,13 +36,6 @@ impl FromStr for Backend {
     }
 }
 
-/// AWS client settings; unset values come from the SDK's default chain.
-#[derive(Debug, Clone, Default)]
-pub struct AwsSettings {
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-}
-
 /// Parses a duration such as `30s`, `1m`, `500ms`.
 pub fn parse_timeout(s: &str) -> Result<Duration, StoreError> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| {
@@ -62,37 +49,4 @@ pub fn parse_timeout(s: &str) -> Result<Duration, StoreError> {
         ));
     }
     Ok(d)
-}
-
-/// The AWS SDK configuration sidekey uses: rustls on ring, the SDK's own
-/// retries off (sidekey retries with its own deadline), short connect and
-/// attempt timeouts.
-pub async fn aws_config(settings: &AwsSettings) -> SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    aws_config_with(settings, http).await
-}
-
-/// [`aws_config()`] over a given HTTP client: the agent brings one with
-/// bundled TLS roots and a DNS resolver that needs no C library. Retries,
-/// timeouts, region and endpoint are set exactly as in [`aws_config()`]; the
-/// client is used by every service and credentials provider.
-pub async fn aws_config_with(settings: &AwsSettings, http: SharedHttpClient) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .build(),
-        );
-    if let Some(region) = &settings.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &settings.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
 }

@@ -64,9 +64,19 @@ pub enum StoreError {
         max_value: usize,
     },
 
-    /// The store's configuration is wrong (store URL, key file, region).
+    /// The store's configuration is wrong (store URL, key file).
     #[error("{0}")]
     Config(String),
+
+    /// SSM is configured but no AWS region is (neither given nor found in
+    /// the SDK's default chain).
+    #[error("no AWS region: set --region or AWS_REGION")]
+    NoRegion,
+
+    /// The local store has no master key and it was not to be created
+    /// ([`crate::MasterKey::MustExist`]).
+    #[error("{}: no master key (master.key) in the local store", dir.display())]
+    NoMasterKey { dir: PathBuf },
 
     /// The local store's files.
     #[error("{what} {}: {source}", path.display())]

@@ -40,8 +40,11 @@
 //! on it. Values are [`Secret`]s from the moment they are read; no error or
 //! log line here carries one.
 
+mod aws_config;
+mod calls;
 mod config;
 mod error;
+mod http;
 mod keys;
 mod local;
 mod params;
@@ -56,8 +59,11 @@ use sidekey_envelope::{Binding, Bound, DataKey, Envelope, Secret};
 use sidekey_model::{Environment, Key, ParamPath, Prefix, Selector, Service};
 use tokio::time::Instant;
 
-pub use config::{aws_config, aws_config_with, parse_timeout, AwsSettings, Backend};
+pub use aws_config::AwsSettings;
+pub use calls::{AwsCallCounter, AwsCalls};
+pub use config::{parse_timeout, Backend};
 pub use error::{Result, StoreError};
+pub use http::{bundled_roots_pem, read_ca_file, CaFileError, StoreHttp};
 pub use keys::{Keys, NewDataKey};
 pub use local::{load_master_key, LocalParams};
 pub use params::{
@@ -120,6 +126,15 @@ pub struct StoreConfig {
     /// Read plain String parameters and legacy `sk1.` envelopes (for a
     /// migration); see [`Store::with_allow_legacy`].
     pub allow_legacy: bool,
+}
+
+/// What [`Store::open_with`] does when the local store has no master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKey {
+    /// Create one (the CLI: the first write makes the store).
+    CreateIfMissing,
+    /// Fail with [`StoreError::NoMasterKey`] (the agent only reads).
+    MustExist,
 }
 
 /// Options of a write.
@@ -185,16 +200,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the configured store. The local store's master key is created
-    /// on first use; SSM needs nothing up front (no call is made here).
+    /// Opens the configured store over the SDK's default HTTPS client. The
+    /// local store's master key is created on first use; SSM needs nothing
+    /// up front (no call is made here).
     pub async fn open(config: &StoreConfig) -> Result<Store> {
+        Store::open_with(config, &StoreHttp::default(), MasterKey::CreateIfMissing).await
+    }
+
+    /// Opens the configured store: SSM and KMS through the HTTP client
+    /// `http` describes (the one place their clients are made), or the
+    /// local store, whose master key is created or must exist as `master`
+    /// says. No AWS call is made here; an SSM store without a region is
+    /// [`StoreError::NoRegion`].
+    pub async fn open_with(
+        config: &StoreConfig,
+        http: &StoreHttp,
+        master: MasterKey,
+    ) -> Result<Store> {
         let (params, keys) = match &config.backend {
             Backend::Ssm => {
-                let sdk = aws_config(&config.aws).await;
+                let sdk = aws_config::sdk_config(&config.aws, http).await?;
                 if sdk.region().is_none() {
-                    return Err(StoreError::Config(
-                        "no AWS region: set --region or AWS_REGION".to_owned(),
-                    ));
+                    return Err(StoreError::NoRegion);
                 }
                 (
                     Params::Ssm(SsmParams::new(aws_sdk_ssm::Client::new(&sdk))),
@@ -205,9 +232,9 @@ impl Store {
                 )
             }
             Backend::File(dir) => {
-                let master = load_master_key(dir, true)?.ok_or_else(|| {
-                    StoreError::Config(format!("no master key in {}", dir.display()))
-                })?;
+                let create = matches!(master, MasterKey::CreateIfMissing);
+                let master = load_master_key(dir, create)?
+                    .ok_or_else(|| StoreError::NoMasterKey { dir: dir.clone() })?;
                 (
                     Params::Local(LocalParams::new(dir.clone(), config.actor.clone())),
                     Keys::Local(master),

@@ -1,8 +1,10 @@
-//! The HTTP client the AWS SDK uses inside any image: rustls on ring with
-//! the Mozilla roots compiled in (app images often have no CA files), plus
-//! an optional extra PEM bundle (`SIDEKEY_CA_FILE`), and host names
-//! resolved by hickory's pure-Rust resolver from `/etc/resolv.conf`, so a
-//! statically linked agent needs no C library NSS modules.
+//! The HTTP client the store's AWS clients use ([`StoreHttp`]): rustls on
+//! ring always; for a caller that runs inside any image (the agent), the
+//! Mozilla roots compiled in (app images often have no CA files), an
+//! optional extra PEM bundle, and host names resolved by hickory's
+//! pure-Rust resolver from `/etc/resolv.conf`, so a statically linked
+//! binary needs no C library NSS modules; and, optionally, a count of the
+//! calls made ([`AwsCallCounter`]).
 
 use std::fmt;
 use std::path::Path;
@@ -16,26 +18,83 @@ use hickory_resolver::TokioResolver;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::config::ConfigError;
+use crate::calls::AwsCallCounter;
+use crate::error::StoreError;
 
-/// Builds the SDK's HTTP client: bundled roots, the extra CA file if any,
-/// and the hickory resolver. The CA file is read and checked here, so a bad
-/// one is a configuration error (exit 64) naming `SIDEKEY_CA_FILE`.
-pub fn client(ca_file: Option<&Path>) -> Result<SharedHttpClient, ConfigError> {
-    let mut trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(bundled_roots_pem());
-    if let Some(path) = ca_file {
-        trust = trust.with_pem_certificate(read_ca_file(path)?);
+/// How the store's AWS clients reach AWS. The default is the SDK's HTTPS
+/// client (rustls on ring, the platform's roots and resolver), what the CLI
+/// uses; [`StoreHttp::self_contained`] is the agent's.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHttp {
+    /// `None`: the SDK's default trust store (the platform's roots).
+    trust: Option<TrustStore>,
+    /// Resolve host names with hickory instead of the C library.
+    hickory: bool,
+    counter: Option<AwsCallCounter>,
+}
+
+/// A CA file that cannot be used; the message names the file and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct CaFileError {
+    /// What is wrong, naming the file.
+    pub rule: String,
+}
+
+impl StoreHttp {
+    /// A client that needs nothing from the image it runs in: the bundled
+    /// Mozilla roots only (webpki-root-certs), host names through hickory.
+    pub fn self_contained() -> StoreHttp {
+        StoreHttp {
+            trust: Some(
+                TrustStore::empty()
+                    .with_native_roots(false)
+                    .with_pem_certificate(bundled_roots_pem()),
+            ),
+            hickory: true,
+            counter: None,
+        }
     }
-    let tls = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| ConfigError::new("SIDEKEY_CA_FILE", format!("TLS setup failed: {e}")))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .tls_context(tls)
-        .build_with_resolver(Resolver::default()))
+
+    /// Trusts the certificates of a PEM bundle as well. The file is read
+    /// and checked here (every certificate must be able to be a trust
+    /// anchor), so a bad one is an error before any call.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<StoreHttp, CaFileError> {
+        let pem = read_ca_file(path)?;
+        self.trust = Some(self.trust.unwrap_or_default().with_pem_certificate(pem));
+        Ok(self)
+    }
+
+    /// Counts every call made through this client, and every throttled or
+    /// failed answer, into `counter`.
+    pub fn with_counter(mut self, counter: &AwsCallCounter) -> StoreHttp {
+        self.counter = Some(counter.clone());
+        self
+    }
+
+    /// The SDK's HTTP client this describes.
+    pub(crate) fn build(&self) -> Result<SharedHttpClient, StoreError> {
+        let builder =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        let builder = match &self.trust {
+            None => builder,
+            Some(trust) => builder.tls_context(
+                TlsContext::builder()
+                    .with_trust_store(trust.clone())
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("TLS setup failed: {e}")))?,
+            ),
+        };
+        let client = if self.hickory {
+            builder.build_with_resolver(Resolver::default())
+        } else {
+            builder.build_https()
+        };
+        Ok(match &self.counter {
+            Some(counter) => counter.wrap(client),
+            None => client,
+        })
+    }
 }
 
 /// The Mozilla root certificates (webpki-root-certs) as one PEM bundle, the
@@ -57,8 +116,8 @@ pub fn bundled_roots_pem() -> Vec<u8> {
 
 /// Reads a PEM bundle and checks that every certificate in it can be a
 /// trust anchor (the SDK would panic on one that cannot).
-pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let err = |rule: String| ConfigError::new("SIDEKEY_CA_FILE", rule);
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, CaFileError> {
+    let err = |rule: String| CaFileError { rule };
     let bytes =
         std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
@@ -86,7 +145,7 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
 /// Host names through hickory, configured from `/etc/resolv.conf` on first
 /// use (an endpoint given as an IP address never gets here).
 #[derive(Clone, Default)]
-pub struct Resolver {
+struct Resolver {
     inner: Arc<tokio::sync::OnceCell<TokioResolver>>,
 }
 
@@ -140,13 +199,15 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_ca_file_names_the_variable() {
+    fn a_bad_ca_file_is_refused_naming_the_file_and_the_rule() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, b"not a certificate").expect("write");
-        let err = read_ca_file(&path).expect_err("refused");
-        assert_eq!(err.variable, "SIDEKEY_CA_FILE");
+        let err = StoreHttp::self_contained()
+            .with_ca_file(&path)
+            .expect_err("refused");
         assert!(err.rule.contains("no PEM certificate"), "{err}");
+        assert!(err.rule.contains(&path.display().to_string()), "{err}");
         let missing = read_ca_file(&dir.path().join("nope.pem")).expect_err("refused");
         assert!(missing.rule.contains("cannot read"), "{missing}");
     }
