@@ -783,36 +783,6 @@ mod nonblocking {
     use std::io::Write as _;
     use std::os::fd::BorrowedFd;
 
-    /// `O_NONBLOCK` where its value is the generic Linux one.
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "x86",
-            target_arch = "aarch64",
-            target_arch = "arm",
-            target_arch = "riscv64",
-            target_arch = "s390x",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64"
-        )
-    ))]
-    const O_NONBLOCK: Option<i32> = Some(0o4000);
-    #[cfg(not(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "x86",
-            target_arch = "aarch64",
-            target_arch = "arm",
-            target_arch = "riscv64",
-            target_arch = "s390x",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64"
-        )
-    )))]
-    const O_NONBLOCK: Option<i32> = None;
-
     /// A new open file description of `fd`'s pipe or character device,
     /// non-blocking, with the process's own descriptor (and whoever shares
     /// its description) left as it is; `None` for anything else (a
@@ -822,7 +792,6 @@ mod nonblocking {
         use std::os::fd::AsRawFd as _;
         use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 
-        let flag = O_NONBLOCK?;
         let meta = File::from(fd.try_clone_to_owned().ok()?).metadata().ok()?;
         let kind = meta.file_type();
         if !(kind.is_fifo() || kind.is_char_device()) {
@@ -830,7 +799,9 @@ mod nonblocking {
         }
         let twin = std::fs::OpenOptions::new()
             .write(true)
-            .custom_flags(flag)
+            // The flag's bits as the C library takes them (rustix knows
+            // each platform's value).
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .ok()?;
         let same = twin.metadata().ok()?;
