@@ -30,23 +30,23 @@ pub mod config;
 pub mod exec;
 pub mod fetch;
 pub mod files;
+mod install;
 pub mod loader;
+mod ready;
+mod sidecar;
 pub mod store;
 
 use std::ffi::OsString;
 use std::fmt::Display;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 
-use crate::args::{Args, Command, FilesArgs};
+use crate::args::{Args, Command};
 use crate::audit::{fetch_event, AuditSink};
 use crate::config::{Config, ConfigError, ProcessVars, Vars};
 use crate::fetch::{Fetched, Fetcher, Plan};
-use crate::files::AtomicDir;
 use crate::store::open_store;
 
 /// Configuration or usage error (EX_USAGE).
@@ -115,11 +115,11 @@ pub fn run(argv: Vec<OsString>, vars: &dyn Vars) -> ExitCode {
         }
     };
     let result = match args.command {
-        Command::Install { dir } => install(&dir),
-        Command::Ready { dir } => ready(&dir),
+        Command::Install { dir } => install::install(&dir),
+        Command::Ready { dir } => ready::ready(&dir),
         Command::Exec { command } => exec_mode(vars, command),
-        Command::Init(files) => files_mode(vars, &files, None),
-        Command::Sidecar { files, refresh } => files_mode(vars, &files, Some(refresh)),
+        Command::Init(files) => sidecar::files_mode(vars, &files, None),
+        Command::Sidecar { files, refresh } => sidecar::files_mode(vars, &files, Some(refresh)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,169 +263,4 @@ fn exec_mode(vars: &dyn Vars, command: Vec<OsString>) -> Result<(), Failure> {
     drop(rt);
     let err = exec::exec(&program, &command, env);
     Err(Failure::new(err.exit_code(), err))
-}
-
-fn files_mode(vars: &dyn Vars, args: &FilesArgs, refresh: Option<Duration>) -> Result<(), Failure> {
-    let started = Instant::now();
-    let config = start(vars)?;
-    let mode = if refresh.is_some() { "sidecar" } else { "init" };
-    let mut dir =
-        AtomicDir::open(&args.dir, args.group).map_err(|e| Failure::new(e.exit_code(), e))?;
-    let mut sink = AuditSink::new(config.audit());
-    let rt = runtime()?;
-    rt.block_on(async {
-        let mut signals = match refresh {
-            Some(_) => Some(Signals::new()?),
-            None => None,
-        };
-        let store = match open_store(&config).await {
-            Ok(s) => s,
-            Err(f) => return Err(failed(&mut sink, &config, mode, started, f)),
-        };
-        let mut fetcher = Fetcher::new(&store, Plan::from_config(&config), config.on_missing());
-        let fetched = match fetcher.fetch().await {
-            Ok(f) => f,
-            Err(e) => {
-                let f = fetch_failure(&config, e);
-                return Err(failed(&mut sink, &config, mode, started, f));
-            }
-        };
-        if let Err(f) = write_set(&mut dir, &fetched, args) {
-            return Err(failed(&mut sink, &config, mode, started, f));
-        }
-        dir.mark_ready()
-            .map_err(|e| Failure::new(e.exit_code(), e))?;
-        record(&mut sink, &config, mode, Ok(&fetched), started)?;
-        let (Some(interval), Some(signals)) = (refresh, signals.as_mut()) else {
-            return Ok(());
-        };
-        let mut current = fetched.fingerprint();
-        drop(fetched);
-        // A failure is audited when it starts or changes, not every interval.
-        let mut last_failure: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = signals.next() => return Ok(()),
-            }
-            let started = Instant::now();
-            store.restart_deadline();
-            let result = tokio::select! {
-                r = fetcher.fetch() => r,
-                _ = signals.next() => return Ok(()),
-            };
-            let failure = match result {
-                Ok(fetched) => {
-                    let fingerprint = fetched.fingerprint();
-                    if fingerprint == current {
-                        tracing::debug!("no new version");
-                        last_failure = None;
-                        continue;
-                    }
-                    match write_set(&mut dir, &fetched, args) {
-                        Ok(()) => {
-                            tracing::info!(variables = fingerprint.len(), "new versions written");
-                            current = fingerprint;
-                            last_failure = None;
-                            if let Err(f) = record(&mut sink, &config, mode, Ok(&fetched), started)
-                            {
-                                tracing::error!(error = %f.message, "audit");
-                            }
-                            continue;
-                        }
-                        Err(f) => f,
-                    }
-                }
-                Err(e) => fetch_failure(&config, e),
-            };
-            tracing::warn!(error = %failure.message, "refresh failed; the current files stay");
-            if last_failure.as_deref() != Some(failure.message.as_str()) {
-                last_failure = Some(failure.message.clone());
-                failed(&mut sink, &config, mode, started, failure);
-            }
-        }
-    })
-}
-
-fn write_set(dir: &mut AtomicDir, fetched: &Fetched, args: &FilesArgs) -> Result<(), Failure> {
-    let rendered =
-        files::render(&fetched.secrets, args.format).map_err(|e| Failure::new(e.exit_code(), e))?;
-    dir.write(&rendered)
-        .map_err(|e| Failure::new(e.exit_code(), e))
-}
-
-/// SIGTERM and SIGINT: the sidecar's way out (exit 0).
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals, Failure> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let err =
-            |e: std::io::Error| Failure::new(EXIT_SOFTWARE, format!("cannot handle signals: {e}"));
-        Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(err)?,
-            int: signal(SignalKind::interrupt()).map_err(err)?,
-        })
-    }
-
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM: exiting"),
-            _ = self.int.recv() => tracing::info!("SIGINT: exiting"),
-        }
-    }
-}
-
-fn ready(dir: &Path) -> Result<(), Failure> {
-    if files::is_ready(dir) {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            1,
-            format!(
-                "{}: not ready: no {} marker yet",
-                dir.display(),
-                files::READY_MARKER
-            ),
-        ))
-    }
-}
-
-/// Copies this binary to `DIR/sidekey-agent`, mode 0555, through a
-/// temporary file and a rename (a reader never sees half a binary).
-fn install(dir: &Path) -> Result<(), Failure> {
-    let fail = |what: &str, path: &Path, e: std::io::Error| {
-        Failure::new(EXIT_CANTCREAT, format!("{what} {}: {e}", path.display()))
-    };
-    let self_path = Path::new("/proc/self/exe");
-    let mut source = match std::fs::File::open(self_path) {
-        Ok(f) => f,
-        Err(_) => {
-            let exe = std::env::current_exe().map_err(|e| fail("cannot find", self_path, e))?;
-            std::fs::File::open(&exe).map_err(|e| fail("cannot read", &exe, e))?
-        }
-    };
-    let target = dir.join("sidekey-agent");
-    let tmp = dir.join(format!(".sidekey-agent.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o700)
-            .open(&tmp)
-            .map_err(|e| fail("cannot create", &tmp, e))?;
-        std::io::copy(&mut source, &mut out).map_err(|e| fail("cannot write", &tmp, e))?;
-        out.sync_all().map_err(|e| fail("cannot write", &tmp, e))?;
-        out.set_permissions(std::fs::Permissions::from_mode(0o555))
-            .map_err(|e| fail("cannot set the mode of", &tmp, e))?;
-        drop(out);
-        std::fs::rename(&tmp, &target).map_err(|e| fail("cannot rename to", &target, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
