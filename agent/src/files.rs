@@ -96,7 +96,7 @@ pub enum FilesError {
         /// The parameter it came from.
         parameter: String,
         /// The rule (never the value).
-        refusal: sidekey_model::dotenv::DotenvRefusal,
+        refusal: sidekey_wire::dotenv::DotenvRefusal,
     },
     /// A name in the directory is in the way.
     #[error("{}: exists and is not a symlink this agent made; refusing to replace it", .path.display())]
@@ -202,12 +202,12 @@ pub fn render(secrets: &[Delivered], format: Format) -> Result<Rendered, FilesEr
             // copies of values in freed memory.
             let cap = secrets
                 .iter()
-                .map(|d| sidekey_model::dotenv::line_len(&d.var, "") + d.got.value.len())
+                .map(|d| sidekey_wire::dotenv::line_len(&d.var, "") + d.got.value.len())
                 .sum();
             let mut out = Zeroizing::new(Vec::with_capacity(cap));
             for d in secrets {
                 let text = utf8(d, "dotenv")?;
-                sidekey_model::dotenv::write_line(&mut out, &d.var, text).map_err(|refusal| {
+                sidekey_wire::dotenv::write_line(&mut out, &d.var, text).map_err(|refusal| {
                     FilesError::NoDotenvForm {
                         var: d.var.clone(),
                         parameter: d.got.path.to_string(),
@@ -234,9 +234,9 @@ pub fn render(secrets: &[Delivered], format: Format) -> Result<Rendered, FilesEr
                     out.push(b',');
                 }
                 out.extend_from_slice(b"\n  ");
-                sidekey_model::json::write_bytes(&mut out, &d.var);
+                sidekey_wire::json::write_bytes(&mut out, &d.var);
                 out.extend_from_slice(b": ");
-                sidekey_model::json::write_bytes(&mut out, text);
+                sidekey_wire::json::write_bytes(&mut out, text);
             }
             out.extend_from_slice(b"\n}\n");
             Ok(vec![(JSON_FILE.to_owned(), out)])
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn json_escapes_control_characters() {
         let mut out = Vec::new();
-        sidekey_model::json::write_bytes(&mut out, "a\"b\\c\nd\u{1}é");
+        sidekey_wire::json::write_bytes(&mut out, "a\"b\\c\nd\u{1}é");
         let s = String::from_utf8(out).expect("utf8");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001é\"");
         let back: String = serde_json::from_str(&s).expect("valid JSON");

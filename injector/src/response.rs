@@ -100,7 +100,7 @@ impl Response {
         out.push_str("\",\"kind\":\"");
         out.push_str(KIND);
         out.push_str("\",\"response\":{\"uid\":");
-        sidekey_model::json::write_str(&mut out, &self.uid);
+        sidekey_wire::json::write_str(&mut out, &self.uid);
         match &self.verdict {
             Verdict::Allowed { patch } => {
                 out.push_str(",\"allowed\":true");
@@ -118,11 +118,11 @@ impl Response {
                 }
                 if !r.message.is_empty() {
                     out.push_str(",\"message\":");
-                    sidekey_model::json::write_str(&mut out, &r.message);
+                    sidekey_wire::json::write_str(&mut out, &r.message);
                 }
                 if !r.reason.is_empty() {
                     out.push_str(",\"reason\":");
-                    sidekey_model::json::write_str(&mut out, &r.reason);
+                    sidekey_wire::json::write_str(&mut out, &r.reason);
                 }
                 out.push('}');
             }
@@ -133,7 +133,7 @@ impl Response {
                 if i > 0 {
                     out.push(',');
                 }
-                sidekey_model::json::write_str(&mut out, w);
+                sidekey_wire::json::write_str(&mut out, w);
             }
             out.push(']');
         }

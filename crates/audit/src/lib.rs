@@ -2,7 +2,7 @@
 //! shape from the injector, the agent and the CLI.
 //!
 //! Each record carries a sequence number and the SHA-256 of the previous line
-//! of its stream (`prev`), so [`verify`] finds a line that was removed,
+//! of its stream (`prev`), so [`verify()`] finds a line that was removed,
 //! edited, inserted or reordered. [`ChainWriter`] writes a stream to any
 //! writer (stdout, stderr); [`append_to_file`] appends to a file that several
 //! processes share, under an exclusive file lock. [`read_records`],

@@ -109,7 +109,7 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, AuditError> {
         return Err(err("empty"));
     }
     if trimmed.starts_with(|c: char| c.is_ascii_digit()) && trimmed.len() >= 10 {
-        if let Ok(t) = sidekey_model::rfc3339::parse(trimmed) {
+        if let Ok(t) = sidekey_wire::rfc3339::parse(trimmed) {
             return Ok(t);
         }
         if trimmed.as_bytes().get(4) == Some(&b'-') {

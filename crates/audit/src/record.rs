@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
-use sidekey_model::json::{write_str, JsonError};
-use sidekey_model::rfc3339;
+use sidekey_wire::json::{write_str, JsonError};
+use sidekey_wire::rfc3339;
 
 use crate::error::AuditError;
 

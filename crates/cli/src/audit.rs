@@ -106,7 +106,7 @@ pub fn write_html(
         applied.push(("outcome", "retried".to_owned()));
     }
     if let Some(t) = filter.since {
-        applied.push(("since", humantime::format_rfc3339_seconds(t).to_string()));
+        applied.push(("since", sidekey_wire::rfc3339::seconds_text(t)));
     }
     let chains = crate::audit_html::chains(files);
     let page = crate::audit_html::render(&chains, &applied, selected);

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use sidekey_audit::{Component, Outcome, Record, VerifyError, VerifySummary};
+use sidekey_wire::rfc3339::unix_seconds_text as ts_text;
 
 /// Timeline columns.
 pub const BUCKETS: usize = 96;
@@ -569,10 +570,6 @@ fn timeline(out: &mut String, records: &[Record]) {
         "<p class=\"note\">Each column is {}; darker means more records.</p></section>",
         humantime::format_duration(std::time::Duration::from_secs(bucket))
     );
-}
-
-fn ts_text(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
 #[cfg(test)]

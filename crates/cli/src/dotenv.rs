@@ -1,5 +1,5 @@
 //! The dotenv format of `import` and `export`: the one reader and writer
-//! are in `sidekey_wire::dotenv` (reached through `sidekey_model::dotenv`);
+//! are in `sidekey_wire::dotenv`;
 //! this module gives them the CLI's types.
 //!
 //! Written by [`write_line`]: `KEY='value'`, or `KEY="value"` for a value
@@ -14,13 +14,13 @@
 use sidekey_envelope::Secret;
 use sidekey_model::Key;
 
-pub use sidekey_model::dotenv::{write_line, DotenvError};
+pub use sidekey_wire::dotenv::{write_line, DotenvError};
 
 /// Parses a dotenv document into keys and values, in file order. A name
 /// that is not a [`Key`], or a key given twice, is an error naming the
 /// line and the rule, never the value.
 pub fn parse(text: &str) -> Result<Vec<(Key, Secret)>, DotenvError> {
-    let parsed = sidekey_model::dotenv::parse(text, Key::parse)?;
+    let parsed = sidekey_wire::dotenv::parse(text, Key::parse)?;
     Ok(parsed
         .into_iter()
         // The value's buffer moves into the Secret (no copy); the emptied

@@ -222,9 +222,7 @@ pub fn versions_hash(resolved: &[Resolved]) -> String {
     format!("sha256-{}", &hex[..32])
 }
 
-pub fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use sidekey_wire::rfc3339::seconds_text as format_time;
 
 fn stale_json(r: &Resolved) -> Value {
     json!({"variable": r.var, "environment": r.environment.as_str(), "service": r.service.as_str(),

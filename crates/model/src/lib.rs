@@ -3,9 +3,9 @@
 //!
 //! This crate is pure logic shared by the injector, the agent and the CLI.
 //! It must not depend on tokio, the AWS SDK, HTTP, Kubernetes types or any
-//! I/O (files, network, process environment); its runtime dependencies are
-//! `thiserror` and `sidekey-wire` (the pure wire formats, re-exported
-//! below). Everything here is deterministic and tested with tables and
+//! I/O (files, network, process environment); its one runtime dependency is
+//! `thiserror` (the wire formats, JSON text, RFC 3339 and dotenv, are
+//! `sidekey-wire`'s). Everything here is deterministic and tested with tables and
 //! property tests.
 //!
 //! Nothing is normalised: a name that breaks its rule is rejected with a
@@ -18,10 +18,6 @@ mod path;
 mod pick;
 mod quote;
 pub use quote::Quoted;
-
-// The wire formats live in `sidekey-wire`; these paths are kept for the
-// crates that reach them through the model.
-pub use sidekey_wire::{dotenv, json, rfc3339};
 
 pub use merge::{layers, Merge, Rank};
 pub use name::{

@@ -16,7 +16,7 @@
 
 use std::fmt::{self, Write as _};
 
-use sidekey_model::json::write_str;
+use sidekey_wire::json::write_str;
 
 /// A JSON text being written.
 #[derive(Debug, Default)]

@@ -665,7 +665,7 @@ impl<'a> PodView<'a> {
 /// What a serde_json error says, without any part of the input (its kind
 /// and position; a missing or duplicate field by its schema name): the one
 /// description, in `sidekey_wire::json`.
-pub use sidekey_model::json::describe_json_error;
+pub use sidekey_wire::json::describe_json_error;
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sidekey_envelope::{Binding, Bound, DataKey, Envelope, Secret};
 use sidekey_model::{Environment, Key, ParamPath, Prefix, Selector, Service};
+use sidekey_wire::rfc3339::unix_seconds_text as rfc3339;
 use tokio::time::Instant;
 
 pub use aws_config::AwsSettings;
@@ -863,10 +864,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Seconds since the Unix epoch (0 before it).
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// The rollback rule: an `sk2.` envelope must have been sealed for the

@@ -109,6 +109,18 @@ pub fn format_seconds(t: SystemTime) -> Result<String, OutOfRange> {
     Ok(std::str::from_utf8(&buf).unwrap_or_default().to_owned())
 }
 
+/// [`format_seconds`] for text people read (tables, messages, pages): a
+/// time outside the range shows as `(the time is outside
+/// 1970-01-01..9999-12-31)`, never as a wrong date.
+pub fn seconds_text(t: SystemTime) -> String {
+    format_seconds(t).unwrap_or_else(|e| format!("({e})"))
+}
+
+/// [`seconds_text`] of a count of seconds since the Unix epoch.
+pub fn unix_seconds_text(secs: u64) -> String {
+    seconds_text(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// (year, month, day) of `days` since 1970-01-01 in the proleptic Gregorian
 /// calendar (H. Hinnant's `civil_from_days`, for days after the epoch).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {

@@ -90,7 +90,7 @@ impl Ctx {
         let mut out: Vec<u8> = Vec::with_capacity(
             values
                 .iter()
-                .map(|r| sidekey_model::dotenv::line_len(r.path.key().as_str(), "") + r.value.len())
+                .map(|r| sidekey_wire::dotenv::line_len(r.path.key().as_str(), "") + r.value.len())
                 .sum(),
         );
         let mut object = serde_json::Map::new();

@@ -2,10 +2,10 @@
 //! `--reveal` (audited before it is printed).
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use serde_json::json;
 use sidekey_model::{Environment, Key, Label, Selector, Service};
+use sidekey_wire::rfc3339::seconds_text as format_time;
 
 use super::table::print_table;
 use super::{store_failure, usage, Ctx};
@@ -181,8 +181,4 @@ pub(super) fn selector(version: Option<&str>, label: Option<&str>) -> Result<Sel
         (None, Some(l)) => Label::parse(l).map(Selector::Label).map_err(usage),
         (None, None) => Ok(Selector::Latest),
     }
-}
-
-fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
