@@ -153,7 +153,7 @@ pub enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Roll the workloads whose pods run versions of ENV [SERVICE] rotated since they started
+    /// Roll the workloads whose pods run versions of ENV (or of its SERVICE) rotated since they started
     ///
     /// Patches the pod template annotation restart.sidekey.io/versions-hash (a hash of the versions
     /// the pods resolve now): restarting twice for the same versions patches nothing.

@@ -5,7 +5,7 @@
 //!
 //! This crate is pure: no tokio, no HTTP, no AWS, no I/O. The injector
 //! (`sidekey-injector`) and the offline `sidekey inject` command call
-//! [`plan`] with a [`PodView`]: the parts of the pod a decision depends on,
+//! [`plan()`] with a [`PodView`]: the parts of the pod a decision depends on,
 //! borrowed from the pod's JSON text (the API server has validated the pod;
 //! the planner does not need a typed copy of all of it). The patch comes
 //! back as its JSON text ([`PatchJson`]), written in one pass from borrowed

@@ -7,7 +7,7 @@
 //! - [`sdk_config`], [`ssm_client`], [`kms_client`], [`create_kms_key`], [`create_kms_alias`]:
 //!   SDK clients that can only talk to the endpoint they are given (explicit endpoint, region
 //!   `us-east-1`, static credentials `testing`/`testing`, never the instance-metadata service).
-//! - [`aws_env`], [`run`], [`assert_no_secret`]: run the project's binaries with a clean
+//! - [`aws_env`], [`run()`], [`assert_no_secret`]: run the project's binaries with a clean
 //!   environment and check their output does not leak secret values.
 //!
 //! This crate is a `[dev-dependencies]` entry only. It must not depend on any other sidekey
