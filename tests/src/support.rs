@@ -4,8 +4,9 @@
 //! implementation independent of ours, then kubernetes-validate and the
 //! checks the schemas do not make).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
@@ -155,4 +156,90 @@ pub fn semantic_checks(pod: &Value) {
             );
         }
     }
+}
+
+/// `curl` trusting the test CA in `dir/tls/ca.crt`, with `body` (a file)
+/// as the request body.
+pub fn curl(dir: &Path, args: &[&str], body: Option<&Path>) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.arg("--cacert").arg(dir.join("tls/ca.crt")).args(args);
+    if let Some(b) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+    }
+    cmd.output().expect("curl")
+}
+
+/// Where a secret goes and how the CLI reaches the store: `aws` holds the
+/// AWS variables (moto's endpoint, region, credentials).
+#[derive(Debug)]
+pub struct PutTo<'a> {
+    pub aws: Vec<(String, String)>,
+    pub prefix: &'a str,
+    pub kms_key: &'a str,
+}
+
+/// Writes `value` as `env/service/key` with the real CLI (`sidekey put`,
+/// the value on stdin), its audit record in `dir/cli-audit.jsonl`.
+pub fn put_secret(dir: &Path, to: PutTo<'_>, [env, service, key]: [&str; 3], value: &str) {
+    let mut child = Command::new(bin_dir().join("sidekey"))
+        .args(["put", env, service, key])
+        .envs(to.aws)
+        .env("SIDEKEY_PREFIX", to.prefix)
+        .env("SIDEKEY_KMS_KEY", to.kms_key)
+        .env("SIDEKEY_AUDIT_LOG", dir.join("cli-audit.jsonl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sidekey");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(value.as_bytes())
+        .expect("write the value");
+    let out = child.wait_with_output().expect("sidekey");
+    assert!(
+        out.status.success(),
+        "sidekey put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `pod` to the injector on `127.0.0.1:port` as the API server
+/// would (an AdmissionReview `CREATE` from the ReplicaSet controller, with
+/// `uid`, written to `dir/review.json`); the review's `response`.
+pub fn admit(dir: &Path, port: u16, uid: &str, pod: &Value, namespace: &str) -> Value {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
+            "object": pod,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    });
+    let body = dir.join("review.json");
+    std::fs::write(&body, review.to_string()).expect("write review");
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    let out = curl(
+        dir,
+        &["-fsS", "-H", "Content-Type: application/json", &url],
+        Some(&body),
+    );
+    assert!(
+        out.status.success(),
+        "review failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("review answer");
+    answer["response"].clone()
 }

@@ -12,7 +12,9 @@
 //! would have run without sidekey: the image's ENTRYPOINT and CMD, or the
 //! ENTRYPOINT and the container's `args`.
 
-use sidekey_e2e::support::{apply_and_validate, bin_dir, free_port, is_root, repo, walk};
+use sidekey_e2e::support::{
+    self, apply_and_validate, bin_dir, free_port, is_root, repo, walk, PutTo,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sidekey_e2e::{pod_from_workload, Image, Kubelet};
 use sidekey_test_support::registry::{ImageSpec, TestRegistry};
-use sidekey_test_support::{assert_no_secret, aws_env, create_kms_key, run, Moto};
+use sidekey_test_support::{assert_no_secret, aws_env, create_kms_key, Moto};
 
 const AGENT_IMAGE: &str = "sidekey/agent:e2e";
 /// Where the injector installs the agent (README: "rewrites each target
@@ -258,78 +260,24 @@ impl World {
     }
 
     fn curl(&self, args: &[&str], body: Option<&Path>) -> std::process::Output {
-        let mut cmd = Command::new("curl");
-        cmd.arg("--cacert")
-            .arg(self.dir.path().join("tls/ca.crt"))
-            .args(args);
-        if let Some(b) = body {
-            cmd.arg("--data-binary").arg(format!("@{}", b.display()));
-        }
-        cmd.output().expect("curl")
+        support::curl(self.dir.path(), args, body)
     }
 
     /// Writes a secret with the real CLI.
     fn put(&mut self, env: &str, service: &str, key: &str, value: &str) {
         self.secrets.push(value.to_owned());
-        let mut vars = aws_env(Moto::shared().endpoint());
-        vars.push(("SIDEKEY_PREFIX".into(), self.prefix.clone()));
-        vars.push(("SIDEKEY_KMS_KEY".into(), self.kms_key.clone()));
-        vars.push((
-            "SIDEKEY_AUDIT_LOG".into(),
-            self.dir
-                .path()
-                .join("cli-audit.jsonl")
-                .display()
-                .to_string(),
-        ));
-        let out = run(
-            &bin_dir().join("sidekey"),
-            &["put", env, service, key],
-            &vars,
-            value.as_bytes(),
-        )
-        .expect("sidekey");
-        assert_eq!(out.status, 0, "sidekey put: {}", out.stderr_str());
+        let to = PutTo {
+            aws: aws_env(Moto::shared().endpoint()),
+            prefix: &self.prefix,
+            kms_key: &self.kms_key,
+        };
+        support::put_secret(self.dir.path(), to, [env, service, key], value);
     }
 
     /// Sends the pod through the injector as the API server would; the
     /// AdmissionReview's response.
     fn admit(&self, pod: &Value, namespace: &str) -> Value {
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "regexec-0001",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": namespace,
-                "operation": "CREATE",
-                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
-                "object": pod,
-                "dryRun": false,
-                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-            }
-        });
-        let body = self.dir.path().join("review.json");
-        std::fs::write(&body, review.to_string()).expect("write review");
-        let out = self.curl(
-            &[
-                "-fsS",
-                "-H",
-                "Content-Type: application/json",
-                &format!("https://127.0.0.1:{}/mutate", self.port),
-            ],
-            Some(&body),
-        );
-        assert!(
-            out.status.success(),
-            "review failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let answer: Value = serde_json::from_slice(&out.stdout).expect("review answer");
-        answer["response"].clone()
+        support::admit(self.dir.path(), self.port, "regexec-0001", pod, namespace)
     }
 
     /// Admits the pod (it must be allowed), applies the patch with an
