@@ -9,14 +9,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
-use sidekey_cluster_tests::{bin_dir, block_on, cluster, namespace, wait_until};
+use sidekey_cluster_tests::{bin_dir, block_on, cluster, namespace, wait_until, Cluster};
 
 const WEBHOOK: &str = "sidekey-self-managed-test";
 const NS: &str = "sidekey-self-managed-test";
@@ -130,43 +130,62 @@ fn ready(probes: u16) -> bool {
     out.starts_with("HTTP/1.1 200")
 }
 
-#[test]
-fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_api_server() {
-    let (c, _guard) = cluster();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = [
+/// The injector configuration the fixture wrote.
+fn fixture_config(c: &Cluster) -> PathBuf {
+    [
         c.state.join("injector-config.yaml"),
         c.state.with_extension("injector-config.yaml"),
     ]
     .into_iter()
     .find(|p| p.exists())
-    .expect("the fixture's injector configuration");
+    .expect("the fixture's injector configuration")
+}
+
+/// A MutatingWebhookConfiguration `name` calling `127.0.0.1:port` by URL
+/// (no caBundle: the injector patches it in) for pods created in
+/// namespaces labelled `label=yes`; failurePolicy Fail. The API of such
+/// configurations.
+async fn create_webhook(
+    client: &kube::Client,
+    name: &str,
+    port: u16,
+    label: &str,
+) -> Api<MutatingWebhookConfiguration> {
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "self-managed.sidekey.io",
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {label: "yes"}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 10,
+        }],
+    }))
+    .expect("webhook configuration");
+    webhooks
+        .create(&PostParams::default(), &mwc)
+        .await
+        .expect("create the webhook configuration");
+    webhooks
+}
+
+#[test]
+fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_api_server() {
+    let (c, _guard) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fixture_config(c);
     block_on(async {
         let client = c.client().await;
         namespace(&client, NS, json!({"sidekey-self-managed-test": "yes"})).await;
         let port = free_port();
-        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK},
-            "webhooks": [{
-                "name": "self-managed.sidekey.io",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-test": "yes"}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-            }],
-        }))
-        .expect("webhook configuration");
-        webhooks
-            .create(&PostParams::default(), &mwc)
-            .await
-            .expect("create the webhook configuration");
+        let webhooks = create_webhook(&client, WEBHOOK, port, "sidekey-self-managed-test").await;
 
         // Both at once: one creates the Secret, the other adopts it.
         let probes = [free_port(), free_port()];
@@ -266,39 +285,13 @@ fn reviews_keep_succeeding_across_forced_renewals() {
     const WEBHOOK2: &str = "sidekey-self-managed-renewal";
     let (c, _guard) = cluster();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = [
-        c.state.join("injector-config.yaml"),
-        c.state.with_extension("injector-config.yaml"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("the fixture's injector configuration");
+    let config = fixture_config(c);
     block_on(async {
         let client = c.client().await;
         namespace(&client, NS2, json!({"sidekey-self-managed-renewal": "yes"})).await;
         let port = free_port();
-        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK2},
-            "webhooks": [{
-                "name": "self-managed.sidekey.io",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-renewal": "yes"}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-            }],
-        }))
-        .expect("webhook configuration");
-        webhooks
-            .create(&PostParams::default(), &mwc)
-            .await
-            .expect("create the webhook configuration");
+        let webhooks =
+            create_webhook(&client, WEBHOOK2, port, "sidekey-self-managed-renewal").await;
         let probes = free_port();
         let _a = start_in(
             dir.path(),
@@ -408,13 +401,7 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
     const WEBHOOK3: &str = "sidekey-self-managed-probes";
     let (c, _guard) = cluster();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = [
-        c.state.join("injector-config.yaml"),
-        c.state.with_extension("injector-config.yaml"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("the fixture's injector configuration");
+    let config = fixture_config(c);
     block_on(async {
         let client = c.client().await;
         namespace(&client, NS3, json!({"sidekey-self-managed-probes": "yes"})).await;
@@ -444,28 +431,7 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
         );
         assert!(served(port).is_empty(), "no certificate is served yet");
 
-        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK3},
-            "webhooks": [{
-                "name": "self-managed.sidekey.io",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {"sidekey-self-managed-probes": "yes"}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-            }],
-        }))
-        .expect("webhook configuration");
-        webhooks
-            .create(&PostParams::default(), &mwc)
-            .await
-            .expect("create the webhook configuration");
+        let webhooks = create_webhook(&client, WEBHOOK3, port, "sidekey-self-managed-probes").await;
         wait_until(
             "ready once the certificate is in place",
             60,
