@@ -7,17 +7,25 @@
 //! in 2 services (25 each, sidekey envelopes). Each round runs, in turn,
 //! `sidekey-agent exec -- /bin/true`, `aws ssm get-parameters-by-path
 //! --recursive --with-decryption` for the same 50 parameters, and plain
-//! `/bin/true` (the cost of starting any process). Prints medians, the
-//! ratio, SSM and KMS calls per start, peak RSS (from getrusage of each
-//! child), the binary's size and `file`'s word on it, as JSON on stdout.
+//! `/bin/true` (the cost of starting any process), and one fetch by the
+//! in-process floor: `boto3_floor.py` beside this file, one Python process
+//! kept running with warm boto3 clients that makes the agent's calls (the
+//! same pages, one KMS `Decrypt` per data key) and opens every envelope,
+//! timed inside the process (no process start, no interpreter start).
+//! Prints medians, the ratios, SSM and KMS calls per start, peak RSS (from
+//! getrusage of each child), the binary's size and `file`'s word on it, as
+//! JSON on stdout.
 //!
 //! Environment: `SIDEKEY_BENCH_AGENT` (default: the static release build),
 //! `SIDEKEY_BENCH_AWS` (default `target/bench-venv/bin/aws`; without it the
-//! aws-cli figures are null), `SIDEKEY_BENCH_RUNS` (default 21).
+//! aws-cli figures are null), `SIDEKEY_BENCH_RUNS` (default 21). The floor
+//! runs in the test venv's Python (`.venv`, made by `scripts/venv`: boto3
+//! and cryptography come with moto); without it its figures are null.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -90,6 +98,73 @@ fn peak_rss_kib(program: &Path, args: &[&str], env: &[(String, String)]) -> anyh
         bail!("rss run failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// The warm boto3 process of `boto3_floor.py`: one fetch per `round`.
+struct Floor {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Floor {
+    /// Starts the script and waits for its untimed first fetch, which must
+    /// open `expect` values.
+    fn start(
+        python: &Path,
+        args: [&str; 5],
+        env: &[(String, String)],
+        expect: usize,
+    ) -> anyhow::Result<Floor> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/boto3_floor.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting boto3_floor.py")?;
+        let stdin = child.stdin.take().context("its stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("its stdout")?);
+        let mut floor = Floor {
+            child,
+            stdin,
+            stdout,
+        };
+        let line = floor.line()?;
+        if line != format!("ready {expect}") {
+            bail!("boto3_floor.py: {line:?}, expected \"ready {expect}\"");
+        }
+        Ok(floor)
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("boto3_floor.py ended (its error is above)");
+        }
+        Ok(line.trim().to_owned())
+    }
+
+    /// One timed fetch, in milliseconds as the script measured it.
+    fn round(&mut self, expect: usize) -> anyhow::Result<f64> {
+        writeln!(self.stdin, "go")?;
+        let line = self.line()?;
+        let (ms, n) = line.split_once(' ').context("a line \"MS N\"")?;
+        if n != expect.to_string() {
+            bail!("boto3_floor.py opened {n} values, expected {expect}");
+        }
+        Ok(ms.parse()?)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -213,14 +288,38 @@ fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+    let python = root().join(".venv/bin/python3");
+    let secrets = SERVICES.len() * PER_SERVICE;
+    let services = SERVICES.join(",");
+    let endpoint = proxy.endpoint();
+    let mut floor = if python.is_file() {
+        let args = [
+            endpoint.as_str(),
+            prefix.as_str(),
+            "bench",
+            services.as_str(),
+            kms_key.as_str(),
+        ];
+        Some(Floor::start(&python, args, &env, secrets)?)
+    } else {
+        eprintln!(
+            "{} not found: the floor's figures will be null (run scripts/venv)",
+            python.display()
+        );
+        None
+    };
     for _ in 0..2 {
         timed(&mut agent_cmd())?;
+        if let Some(f) = floor.as_mut() {
+            f.round(secrets)?;
+        }
         if let Some(aws) = &aws {
             timed(&mut aws_cmd(aws))?;
         }
     }
 
     let (mut agent_ms, mut aws_ms, mut true_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_ms, mut floor_calls) = (Vec::new(), Vec::new());
     let mut calls: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut aws_calls = Vec::new();
     for _ in 0..runs {
@@ -239,8 +338,17 @@ fn main() -> anyhow::Result<()> {
             aws_ms.push(timed(&mut aws_cmd(aws))?.as_secs_f64() * 1e3);
             aws_calls.push(proxy.total_for_service("AmazonSSM"));
         }
+        if let Some(f) = floor.as_mut() {
+            proxy.reset_counts();
+            floor_ms.push(f.round(secrets)?);
+            floor_calls.push((
+                proxy.total_for_service("AmazonSSM"),
+                proxy.total_for_service("TrentService"),
+            ));
+        }
         true_ms.push(timed(Command::new("/bin/true").env_clear())?.as_secs_f64() * 1e3);
     }
+    drop(floor);
 
     let agent_rss = peak_rss_kib(&agent, &["exec", "--", "/bin/true"], &env)?;
     let aws_rss = match &aws {
@@ -257,6 +365,7 @@ fn main() -> anyhow::Result<()> {
     let agent_median = median(agent_ms.clone());
     let aws_median = (!aws_ms.is_empty()).then(|| median(aws_ms.clone()));
     let true_median = median(true_ms);
+    let floor_median = (!floor_ms.is_empty()).then(|| median(floor_ms.clone()));
     let report = serde_json::json!({
         "secrets": SERVICES.len() * PER_SERVICE,
         "services": SERVICES.len(),
@@ -265,6 +374,10 @@ fn main() -> anyhow::Result<()> {
         "agent_start_to_exit_ms_min": round(agent_ms.iter().copied().fold(f64::INFINITY, f64::min)),
         "bin_true_alone_ms_median": round(true_median),
         "aws_cli_ms_median": aws_median.map(round),
+        "floor_boto3_warm_ms_median": floor_median.map(round),
+        "floor_boto3_warm_ms_min": floor_median.map(|_| round(floor_ms.iter().copied().fold(f64::INFINITY, f64::min))),
+        "floor_calls_per_fetch_ssm_kms": floor_calls.iter().max(),
+        "agent_over_floor": floor_median.map(|f| round(agent_median / f * 100.0) / 100.0),
         "agent_over_aws_cli": aws_median.map(|a| round(agent_median / a * 100.0) / 100.0),
         "ssm_calls_per_start": calls["ssm"].iter().max(),
         "kms_calls_per_start": calls["kms"].iter().max(),
