@@ -41,7 +41,7 @@ impl Keys {
         &self,
         context: &[(String, String)],
         target: &str,
-        retry: Retry,
+        retry: &Retry,
     ) -> Result<NewDataKey> {
         match self {
             Keys::Kms { client, key } => {
@@ -91,7 +91,7 @@ impl Keys {
         envelope_key_id: &str,
         context: &[(String, String)],
         target: &str,
-        retry: Retry,
+        retry: &Retry,
     ) -> Result<DataKey> {
         match self {
             Keys::Kms { client, key } => {

@@ -70,7 +70,7 @@ pub use local::{load_master_key, LocalParams};
 pub use params::{
     HistoryEntry, ParamInfo, ParamType, Params, PutRequest, StoredParam, BATCH, MAX_VALUE_BYTES,
 };
-pub use retry::Retry;
+pub use retry::{Retry, Throttle};
 pub use ssm::SsmParams;
 
 /// How far apart an `sk2.` envelope's write time and its parameter's
@@ -194,6 +194,7 @@ pub struct Store {
     prefix: Prefix,
     timeout: Duration,
     deadline: Mutex<Instant>,
+    throttle: Arc<Throttle>,
     write_keys: Mutex<HashMap<(String, String), Arc<WriteKey>>>,
     read_keys: Mutex<HashMap<ReadCacheKey, ReadKeySlot>>,
     rng: ring::rand::SystemRandom,
@@ -256,6 +257,7 @@ impl Store {
             prefix,
             timeout,
             deadline: Mutex::new(Instant::now() + timeout),
+            throttle: Arc::default(),
             write_keys: Mutex::new(HashMap::new()),
             read_keys: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
@@ -299,9 +301,10 @@ impl Store {
         *lock(&self.deadline) = Instant::now() + self.timeout;
     }
 
-    /// The retry policy for the current deadline.
+    /// The retry policy for the current deadline, sharing this store's
+    /// throttling state.
     pub fn retry(&self) -> Retry {
-        Retry::until(*lock(&self.deadline))
+        Retry::until(*lock(&self.deadline)).sharing(Arc::clone(&self.throttle))
     }
 
     fn path(&self, env: &Environment, service: &Service, key: &Key) -> ParamPath {
@@ -551,7 +554,7 @@ impl Store {
                 let target = sidekey_model::service_path(&self.prefix, env, service);
                 let new = self
                     .keys
-                    .generate(&binding.kms_context(), &target, self.retry())
+                    .generate(&binding.kms_context(), &target, &self.retry())
                     .await?;
                 WriteKey {
                     key: Arc::new(new.key),
@@ -686,7 +689,7 @@ impl Store {
                         &envelope.key_id,
                         &binding.kms_context(),
                         name,
-                        self.retry(),
+                        &self.retry(),
                     )
                     .await?;
                 Ok::<_, StoreError>(Arc::new(key))
@@ -838,7 +841,7 @@ impl Store {
         let target = sidekey_model::service_path(&self.prefix, env, service);
         let new = self
             .keys
-            .generate(&binding.kms_context(), &target, self.retry())
+            .generate(&binding.kms_context(), &target, &self.retry())
             .await?;
         lock(&self.write_keys).insert(
             (env.as_str().to_owned(), service.as_str().to_owned()),

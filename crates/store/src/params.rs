@@ -103,7 +103,7 @@ impl Params {
     /// Writes a new version; returns its number.
     pub async fn put(&self, request: &PutRequest<'_>, retry: Retry) -> Result<u64> {
         match self {
-            Params::Ssm(s) => s.put(request, retry).await,
+            Params::Ssm(s) => s.put(request, &retry).await,
             Params::Local(l) => l.put(request),
         }
     }
@@ -111,7 +111,7 @@ impl Params {
     /// Moves `label` to `version` of `name`.
     pub async fn label(&self, name: &str, version: u64, label: &str, retry: Retry) -> Result<()> {
         match self {
-            Params::Ssm(s) => s.label(name, version, label, retry).await,
+            Params::Ssm(s) => s.label(name, version, label, &retry).await,
             Params::Local(l) => l.label(name, version, label),
         }
     }
@@ -124,7 +124,7 @@ impl Params {
         retry: Retry,
     ) -> Result<StoredParam> {
         match self {
-            Params::Ssm(s) => s.get(name, selector, retry).await,
+            Params::Ssm(s) => s.get(name, selector, &retry).await,
             Params::Local(l) => l.get(name, selector),
         }
     }
@@ -137,7 +137,7 @@ impl Params {
         retry: Retry,
     ) -> Result<(Vec<StoredParam>, Vec<String>)> {
         match self {
-            Params::Ssm(s) => s.get_many(names, retry).await,
+            Params::Ssm(s) => s.get_many(names, &retry).await,
             Params::Local(l) => l.get_many(names),
         }
     }
@@ -146,7 +146,7 @@ impl Params {
     /// pages of ten.
     pub async fn get_by_path(&self, path: &str, retry: Retry) -> Result<Vec<StoredParam>> {
         match self {
-            Params::Ssm(s) => s.get_by_path(path, retry).await,
+            Params::Ssm(s) => s.get_by_path(path, &retry).await,
             Params::Local(l) => l.get_by_path(path, false),
         }
     }
@@ -155,7 +155,7 @@ impl Params {
     /// (`StoreError::NotFound` when it does not exist).
     pub async fn info(&self, name: &str, retry: Retry) -> Result<ParamInfo> {
         match self {
-            Params::Ssm(s) => s.info(name, retry).await,
+            Params::Ssm(s) => s.info(name, &retry).await,
             Params::Local(l) => l.info(name),
         }
     }
@@ -163,7 +163,7 @@ impl Params {
     /// Metadata of every parameter under `path`, at any depth.
     pub async fn describe(&self, path: &str, retry: Retry) -> Result<Vec<ParamInfo>> {
         match self {
-            Params::Ssm(s) => s.describe(path, retry).await,
+            Params::Ssm(s) => s.describe(path, &retry).await,
             Params::Local(l) => l.describe(path),
         }
     }
@@ -171,7 +171,7 @@ impl Params {
     /// Every version of `name`, oldest first.
     pub async fn history(&self, name: &str, retry: Retry) -> Result<Vec<HistoryEntry>> {
         match self {
-            Params::Ssm(s) => s.history(name, retry).await,
+            Params::Ssm(s) => s.history(name, &retry).await,
             Params::Local(l) => l.history(name),
         }
     }
@@ -179,7 +179,7 @@ impl Params {
     /// Deletes the names (every version); returns those that did not exist.
     pub async fn delete(&self, names: &[String], retry: Retry) -> Result<Vec<String>> {
         match self {
-            Params::Ssm(s) => s.delete(names, retry).await,
+            Params::Ssm(s) => s.delete(names, &retry).await,
             Params::Local(l) => l.delete(names),
         }
     }

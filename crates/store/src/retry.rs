@@ -1,5 +1,17 @@
 //! Retries with full-jitter exponential backoff inside one overall deadline.
 //!
+//! The retries of one store share what they learn about throttling
+//! ([`Throttle`]): once a call is throttled, the store's calls go one at a
+//! time, each holding the turn through its own backoff, until a call gets
+//! through. An agent's concurrent walks then wait in the account's queue as
+//! one caller instead of four, which is what keeps the calls a burst of
+//! pods makes close to the calls they need (issue 19; the AWS SDKs' adaptive
+//! retry mode shares a rate per client the same way). A throttled call
+//! backs off with a ceiling of 4 s instead of 2 s, and its exponent is the
+//! store's throttled-answer count when that is higher than its own
+//! attempt count (measured in docs/benchmarks.md: at 500 pods and 100
+//! reads/s, 5.5 calls per needed call before, 2.6 with both).
+//!
 //! The AWS SDK's own retries are turned off so that this one loop decides:
 //! transient failures (throttling, 5xx, timeouts, connection errors) are
 //! retried until the deadline; permanent ones (not found, access denied,
@@ -12,6 +24,8 @@
 //! answer does not make a second version.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -41,12 +55,32 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeoutException",
 ];
 
+/// The codes of a throttled call.
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+/// What the retries of one store know about throttling: how many throttled
+/// answers came since the last call that got through, and the turn that
+/// calls take one at a time while that count is not zero.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    streak: AtomicU32,
+    turn: tokio::sync::Mutex<()>,
+}
+
 /// When to give up and how long to wait between attempts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Retry {
     deadline: Instant,
     base: Duration,
     cap: Duration,
+    throttled_cap: Duration,
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl Retry {
@@ -61,6 +95,17 @@ impl Retry {
             deadline,
             base: Duration::from_millis(50),
             cap: Duration::from_secs(2),
+            throttled_cap: Duration::from_secs(4),
+            throttle: None,
+        }
+    }
+
+    /// The same policy, sharing `throttle` with the other retries of its
+    /// store.
+    pub fn sharing(self, throttle: Arc<Throttle>) -> Retry {
+        Retry {
+            throttle: Some(throttle),
+            ..self
         }
     }
 
@@ -109,8 +154,34 @@ impl Retry {
         loop {
             attempt += 1;
             let remaining = self.deadline.saturating_duration_since(Instant::now());
+            // While the store is being throttled, one call at a time, and
+            // it keeps the turn through its backoff below.
+            let _turn = match &self.throttle {
+                Some(t) if t.streak.load(Ordering::Relaxed) > 0 => {
+                    match tokio::time::timeout(remaining, t.turn.lock()).await {
+                        Ok(turn) => Some(turn),
+                        Err(_) => {
+                            return Err(StoreError::Aws {
+                                operation,
+                                target: target.to_owned(),
+                                code: "ThrottlingException".to_owned(),
+                                message: "throttled: no turn before the deadline".to_owned(),
+                                transient: true,
+                                attempts: attempt - 1,
+                            })
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
             let failure = match tokio::time::timeout(remaining, call()).await {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    if let Some(t) = &self.throttle {
+                        t.streak.store(0, Ordering::Relaxed);
+                    }
+                    return Ok(value);
+                }
                 Ok(Err(err)) => classify(&err),
                 Err(_) => Failure {
                     code: "Timeout".to_owned(),
@@ -119,7 +190,12 @@ impl Retry {
                     uncertain: true,
                 },
             };
-            let wait = self.backoff(attempt);
+            let throttled = THROTTLING_CODES.contains(&failure.code.as_str());
+            let mut exponent = attempt;
+            if let (Some(t), true) = (&self.throttle, throttled) {
+                exponent = exponent.max(t.streak.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+            let wait = self.backoff(exponent, throttled);
             let retry_at = Instant::now() + wait;
             if !failure.transient || retry_at >= self.deadline {
                 tracing::debug!(operation, target, attempt, code = %failure.code, "giving up");
@@ -145,12 +221,15 @@ impl Retry {
         }
     }
 
-    /// Full jitter: a random wait between zero and min(cap, base * 2^attempt).
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cap);
+    /// Full jitter: a random wait between zero and min(cap, base * 2^attempt),
+    /// with the throttling cap after a throttled attempt.
+    fn backoff(&self, attempt: u32, throttled: bool) -> Duration {
+        let cap = if throttled {
+            self.throttled_cap
+        } else {
+            self.cap
+        };
+        let ceiling = self.base.saturating_mul(1u32 << attempt.min(16)).min(cap);
         let millis = ceiling.as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(0..=millis.max(1)))
     }
@@ -248,7 +327,121 @@ mod tests {
     fn backoff_stays_under_cap() {
         let retry = Retry::within(Duration::from_secs(1));
         for attempt in 1..40 {
-            assert!(retry.backoff(attempt) <= Duration::from_secs(2));
+            assert!(retry.backoff(attempt, false) <= Duration::from_secs(2));
+            assert!(retry.backoff(attempt, true) <= Duration::from_secs(4));
         }
+    }
+
+    fn throttled(
+    ) -> SdkError<aws_sdk_ssm::operation::get_parameter::GetParameterError, HttpResponse> {
+        let meta = aws_smithy_types::error::ErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message("Rate exceeded")
+            .build();
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(400).expect("status");
+        SdkError::service_error(
+            aws_sdk_ssm::operation::get_parameter::GetParameterError::generic(meta),
+            HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty()),
+        )
+    }
+
+    /// Four calls of one store start together and are throttled; from then
+    /// on they go one at a time until they get through (the counts, not
+    /// the times, are checked).
+    #[tokio::test]
+    async fn once_throttled_the_calls_of_one_store_go_one_at_a_time() {
+        let throttle = Arc::new(Throttle::default());
+        let calls = Arc::new(AtomicU32::new(0));
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let most_after_the_first_four = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let retry = Retry::within(Duration::from_secs(60)).sharing(Arc::clone(&throttle));
+            let (calls, in_flight, most) = (
+                Arc::clone(&calls),
+                Arc::clone(&in_flight),
+                Arc::clone(&most_after_the_first_four),
+            );
+            tasks.push(tokio::spawn(async move {
+                retry
+                    .run("GetParameter", "/t/api/K", || {
+                        let (calls, in_flight, most) = (
+                            Arc::clone(&calls),
+                            Arc::clone(&in_flight),
+                            Arc::clone(&most),
+                        );
+                        async move {
+                            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            if n > 4 {
+                                most.fetch_max(now, Ordering::SeqCst);
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            if n <= 6 {
+                                Err(throttled())
+                            } else {
+                                Ok(n)
+                            }
+                        }
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("every call gets through");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 10, "6 throttled, 4 through");
+        assert_eq!(most_after_the_first_four.load(Ordering::SeqCst), 1);
+        assert_eq!(throttle.streak.load(Ordering::SeqCst), 0);
+    }
+
+    /// Without a shared throttle (a `Retry` of its own), nothing waits for
+    /// a turn: the same four calls, throttled once, overlap in their retries.
+    #[tokio::test]
+    async fn retries_without_a_store_do_not_wait_for_a_turn() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let most = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let retry = Retry::within(Duration::from_secs(60));
+            let (calls, in_flight, most) = (
+                Arc::clone(&calls),
+                Arc::clone(&in_flight),
+                Arc::clone(&most),
+            );
+            tasks.push(tokio::spawn(async move {
+                retry
+                    .run("GetParameter", "/t/api/K", || {
+                        let (calls, in_flight, most) = (
+                            Arc::clone(&calls),
+                            Arc::clone(&in_flight),
+                            Arc::clone(&most),
+                        );
+                        async move {
+                            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            if n > 4 {
+                                most.fetch_max(now, Ordering::SeqCst);
+                            }
+                            // Longer than the first backoff (at most 100
+                            // ms): the four retries overlap.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            if n <= 4 {
+                                Err(throttled())
+                            } else {
+                                Ok(n)
+                            }
+                        }
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("every call gets through");
+        }
+        assert!(most.load(Ordering::SeqCst) > 1);
     }
 }

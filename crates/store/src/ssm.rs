@@ -24,7 +24,7 @@ impl SsmParams {
         SsmParams { client }
     }
 
-    pub(crate) async fn put(&self, req: &PutRequest<'_>, retry: Retry) -> Result<u64> {
+    pub(crate) async fn put(&self, req: &PutRequest<'_>, retry: &Retry) -> Result<u64> {
         let value = std::str::from_utf8(req.value).map_err(|_| {
             StoreError::Invalid(format!(
                 "value for {} is not valid UTF-8: SSM stores text only (sidekey's envelope format stores any bytes)",
@@ -66,7 +66,7 @@ impl SsmParams {
     /// no other write stores the same text. A native value equal to the
     /// current one (written before, by anyone) counts as landed too: the
     /// parameter holds what was asked, and no second version is made.
-    async fn landed(&self, req: &PutRequest<'_>, retry: Retry) -> Result<Option<u64>> {
+    async fn landed(&self, req: &PutRequest<'_>, retry: &Retry) -> Result<Option<u64>> {
         match self.get_one(req.name, retry).await {
             Ok(current) => Ok((current.param_type == req.param_type
                 && current.value.expose() == req.value)
@@ -81,7 +81,7 @@ impl SsmParams {
         name: &str,
         version: u64,
         label: &str,
-        retry: Retry,
+        retry: &Retry,
     ) -> Result<()> {
         let out = retry
             .run("LabelParameterVersion", name, || {
@@ -105,7 +105,7 @@ impl SsmParams {
         &self,
         name: &str,
         selector: Option<&str>,
-        retry: Retry,
+        retry: &Retry,
     ) -> Result<StoredParam> {
         let full = format!("{name}{}", selector.unwrap_or(""));
         match self.get_one(&full, retry).await {
@@ -127,7 +127,7 @@ impl SsmParams {
         }
     }
 
-    async fn get_one(&self, full: &str, retry: Retry) -> Result<StoredParam> {
+    async fn get_one(&self, full: &str, retry: &Retry) -> Result<StoredParam> {
         let mut out = retry
             .run("GetParameter", full, || {
                 self.client
@@ -148,7 +148,7 @@ impl SsmParams {
     pub(crate) async fn get_many(
         &self,
         names: &[String],
-        retry: Retry,
+        retry: &Retry,
     ) -> Result<(Vec<StoredParam>, Vec<String>)> {
         let mut found = Vec::with_capacity(names.len());
         let mut missing = Vec::new();
@@ -169,7 +169,7 @@ impl SsmParams {
         Ok((found, missing))
     }
 
-    pub(crate) async fn get_by_path(&self, path: &str, retry: Retry) -> Result<Vec<StoredParam>> {
+    pub(crate) async fn get_by_path(&self, path: &str, retry: &Retry) -> Result<Vec<StoredParam>> {
         pages(|token| async move {
             let mut out = retry
                 .run("GetParametersByPath", path, || {
@@ -195,7 +195,7 @@ impl SsmParams {
         .await
     }
 
-    pub(crate) async fn describe(&self, path: &str, retry: Retry) -> Result<Vec<ParamInfo>> {
+    pub(crate) async fn describe(&self, path: &str, retry: &Retry) -> Result<Vec<ParamInfo>> {
         let filter = ParameterStringFilter::builder()
             .key("Path")
             .option("Recursive")
@@ -224,7 +224,7 @@ impl SsmParams {
 
     /// DescribeParameters for one name: metadata only, no value (SSM may
     /// answer empty pages with a token before the one that holds it).
-    pub(crate) async fn info(&self, name: &str, retry: Retry) -> Result<ParamInfo> {
+    pub(crate) async fn info(&self, name: &str, retry: &Retry) -> Result<ParamInfo> {
         let filter = ParameterStringFilter::builder()
             .key("Name")
             .option("Equals")
@@ -264,7 +264,7 @@ impl SsmParams {
             })
     }
 
-    pub(crate) async fn history(&self, name: &str, retry: Retry) -> Result<Vec<HistoryEntry>> {
+    pub(crate) async fn history(&self, name: &str, retry: &Retry) -> Result<Vec<HistoryEntry>> {
         let mut entries = pages(|token| async move {
             let out = retry
                 .run("GetParameterHistory", name, || {
@@ -296,7 +296,7 @@ impl SsmParams {
         Ok(entries)
     }
 
-    pub(crate) async fn delete(&self, names: &[String], retry: Retry) -> Result<Vec<String>> {
+    pub(crate) async fn delete(&self, names: &[String], retry: &Retry) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         for chunk in names.chunks(BATCH) {
             let target = chunk.join(",");
