@@ -34,6 +34,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::calls::THROTTLING_CODES;
 use crate::error::StoreError;
 
 /// Error codes AWS documents as safe to retry.
@@ -53,15 +54,6 @@ const TRANSIENT_CODES: &[&str] = &[
     "DependencyTimeoutException",
     "RequestTimeout",
     "RequestTimeoutException",
-];
-
-/// The codes of a throttled call.
-const THROTTLING_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
 ];
 
 /// What the retries of one store know about throttling: how many throttled
@@ -332,7 +324,7 @@ mod tests {
         }
     }
 
-    fn throttled(
+    fn throttled_error(
     ) -> SdkError<aws_sdk_ssm::operation::get_parameter::GetParameterError, HttpResponse> {
         let meta = aws_smithy_types::error::ErrorMetadata::builder()
             .code("ThrottlingException")
@@ -345,67 +337,21 @@ mod tests {
         )
     }
 
-    /// Four calls of one store start together and are throttled; from then
-    /// on they go one at a time until they get through (the counts, not
-    /// the times, are checked).
-    #[tokio::test]
-    async fn once_throttled_the_calls_of_one_store_go_one_at_a_time() {
-        let throttle = Arc::new(Throttle::default());
-        let calls = Arc::new(AtomicU32::new(0));
-        let in_flight = Arc::new(AtomicU32::new(0));
-        let most_after_the_first_four = Arc::new(AtomicU32::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let retry = Retry::within(Duration::from_secs(60)).sharing(Arc::clone(&throttle));
-            let (calls, in_flight, most) = (
-                Arc::clone(&calls),
-                Arc::clone(&in_flight),
-                Arc::clone(&most_after_the_first_four),
-            );
-            tasks.push(tokio::spawn(async move {
-                retry
-                    .run("GetParameter", "/t/api/K", || {
-                        let (calls, in_flight, most) = (
-                            Arc::clone(&calls),
-                            Arc::clone(&in_flight),
-                            Arc::clone(&most),
-                        );
-                        async move {
-                            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                            if n > 4 {
-                                most.fetch_max(now, Ordering::SeqCst);
-                            }
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
-                            if n <= 6 {
-                                Err(throttled())
-                            } else {
-                                Ok(n)
-                            }
-                        }
-                    })
-                    .await
-            }));
-        }
-        for t in tasks {
-            t.await.expect("task").expect("every call gets through");
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 10, "6 throttled, 4 through");
-        assert_eq!(most_after_the_first_four.load(Ordering::SeqCst), 1);
-        assert_eq!(throttle.streak.load(Ordering::SeqCst), 0);
-    }
-
-    /// Without a shared throttle (a `Retry` of its own), nothing waits for
-    /// a turn: the same four calls, throttled once, overlap in their retries.
-    #[tokio::test]
-    async fn retries_without_a_store_do_not_wait_for_a_turn() {
+    /// Four tasks make one call each through `retry()`, all started
+    /// together; the first `throttled` calls made are throttled, each call
+    /// takes `call`. The calls made, and the most in flight at once among
+    /// the calls after the first four.
+    async fn four_throttled_calls(
+        retry: impl Fn() -> Retry,
+        throttled: u32,
+        call: Duration,
+    ) -> (u32, u32) {
         let calls = Arc::new(AtomicU32::new(0));
         let in_flight = Arc::new(AtomicU32::new(0));
         let most = Arc::new(AtomicU32::new(0));
         let mut tasks = Vec::new();
         for _ in 0..4 {
-            let retry = Retry::within(Duration::from_secs(60));
+            let retry = retry();
             let (calls, in_flight, most) = (
                 Arc::clone(&calls),
                 Arc::clone(&in_flight),
@@ -425,12 +371,10 @@ mod tests {
                             if n > 4 {
                                 most.fetch_max(now, Ordering::SeqCst);
                             }
-                            // Longer than the first backoff (at most 100
-                            // ms): the four retries overlap.
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            tokio::time::sleep(call).await;
                             in_flight.fetch_sub(1, Ordering::SeqCst);
-                            if n <= 4 {
-                                Err(throttled())
+                            if n <= throttled {
+                                Err(throttled_error())
                             } else {
                                 Ok(n)
                             }
@@ -442,6 +386,31 @@ mod tests {
         for t in tasks {
             t.await.expect("task").expect("every call gets through");
         }
-        assert!(most.load(Ordering::SeqCst) > 1);
+        (calls.load(Ordering::SeqCst), most.load(Ordering::SeqCst))
+    }
+
+    /// Four calls of one store start together and are throttled; from then
+    /// on they go one at a time until they get through (the counts, not
+    /// the times, are checked).
+    #[tokio::test]
+    async fn once_throttled_the_calls_of_one_store_go_one_at_a_time() {
+        let throttle = Arc::new(Throttle::default());
+        let shared = || Retry::within(Duration::from_secs(60)).sharing(Arc::clone(&throttle));
+        let (calls, most) = four_throttled_calls(shared, 6, Duration::from_millis(20)).await;
+        assert_eq!(calls, 10, "6 throttled, 4 through");
+        assert_eq!(most, 1);
+        assert_eq!(throttle.streak.load(Ordering::SeqCst), 0);
+    }
+
+    /// Without a shared throttle (a `Retry` of its own), nothing waits for
+    /// a turn: the same four calls, throttled once, overlap in their
+    /// retries (each call lasts longer than the first backoff, at most
+    /// 100 ms).
+    #[tokio::test]
+    async fn retries_without_a_store_do_not_wait_for_a_turn() {
+        let own = || Retry::within(Duration::from_secs(60));
+        let (calls, most) = four_throttled_calls(own, 4, Duration::from_millis(300)).await;
+        assert_eq!(calls, 8);
+        assert!(most > 1);
     }
 }
