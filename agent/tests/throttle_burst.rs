@@ -121,7 +121,23 @@ fn run(w: &World, agent: &PathBuf, rate: f64, n: usize, timeout: Option<&str>) -
     let mut latencies: Vec<Duration> = Vec::new();
     let (mut failed_69, mut failed_other) = (0, 0);
     let mut left = n;
+    // SIDEKEY_BURST_TRACE: each second's SSM calls and throttled answers.
+    let trace = std::env::var_os("SIDEKEY_BURST_TRACE").is_some();
+    let mut next_trace = Duration::from_secs(1);
+    let (mut last_ssm, mut last_throttled) = (0, 0);
     while left > 0 {
+        if trace && start.elapsed() >= next_trace {
+            let ssm = proxy.total_for_service("AmazonSSM");
+            let throttled = proxy.throttled("ssm-get");
+            eprintln!(
+                "trace rate={rate} n={n} t={:>2}s ssm/s={:>4} throttled/s={:>4} running={left}",
+                next_trace.as_secs(),
+                ssm - last_ssm,
+                throttled - last_throttled
+            );
+            (last_ssm, last_throttled) = (ssm, throttled);
+            next_trace += Duration::from_secs(1);
+        }
         for slot in children.iter_mut() {
             let Some(child) = slot.as_mut() else { continue };
             if let Some(status) = child.try_wait().expect("wait") {

@@ -195,6 +195,7 @@ pub struct Store {
     timeout: Duration,
     deadline: Mutex<Instant>,
     throttle: Arc<Throttle>,
+    key_throttle: Arc<Throttle>,
     write_keys: Mutex<HashMap<(String, String), Arc<WriteKey>>>,
     read_keys: Mutex<HashMap<ReadCacheKey, ReadKeySlot>>,
     rng: ring::rand::SystemRandom,
@@ -258,6 +259,7 @@ impl Store {
             timeout,
             deadline: Mutex::new(Instant::now() + timeout),
             throttle: Arc::default(),
+            key_throttle: Arc::default(),
             write_keys: Mutex::new(HashMap::new()),
             read_keys: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
@@ -301,10 +303,17 @@ impl Store {
         *lock(&self.deadline) = Instant::now() + self.timeout;
     }
 
-    /// The retry policy for the current deadline, sharing this store's
-    /// throttling state.
+    /// The retry policy of parameter calls for the current deadline,
+    /// sharing what this store's parameter calls learn about throttling.
     pub fn retry(&self) -> Retry {
         Retry::until(*lock(&self.deadline)).sharing(Arc::clone(&self.throttle))
+    }
+
+    /// The same for key calls: KMS throttles on its own quotas, so an
+    /// answer from it says nothing about Parameter Store's, and the other
+    /// way round.
+    fn key_retry(&self) -> Retry {
+        Retry::until(*lock(&self.deadline)).sharing(Arc::clone(&self.key_throttle))
     }
 
     fn path(&self, env: &Environment, service: &Service, key: &Key) -> ParamPath {
@@ -554,7 +563,7 @@ impl Store {
                 let target = sidekey_model::service_path(&self.prefix, env, service);
                 let new = self
                     .keys
-                    .generate(&binding.kms_context(), &target, &self.retry())
+                    .generate(&binding.kms_context(), &target, &self.key_retry())
                     .await?;
                 WriteKey {
                     key: Arc::new(new.key),
@@ -689,7 +698,7 @@ impl Store {
                         &envelope.key_id,
                         &binding.kms_context(),
                         name,
-                        &self.retry(),
+                        &self.key_retry(),
                     )
                     .await?;
                 Ok::<_, StoreError>(Arc::new(key))
@@ -841,7 +850,7 @@ impl Store {
         let target = sidekey_model::service_path(&self.prefix, env, service);
         let new = self
             .keys
-            .generate(&binding.kms_context(), &target, &self.retry())
+            .generate(&binding.kms_context(), &target, &self.key_retry())
             .await?;
         lock(&self.write_keys).insert(
             (env.as_str().to_owned(), service.as_str().to_owned()),
