@@ -153,14 +153,32 @@ pub(crate) fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 return forbidden_v4(v4).map(|_| "an IPv4-mapped address of a non-public range");
             }
             let s = v6.segments();
+            // The IPv4 address in two segments of an address that carries one.
+            let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
             if v6.is_loopback() {
                 Some("a loopback address (::1)")
             } else if v6.is_unspecified() {
                 Some("the unspecified address (::)")
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // A NAT64 gateway (RFC 6052; AWS VPCs offer one) connects
+                // to the IPv4 address in the last 32 bits.
+                forbidden_v4(v4(s[6], s[7]))
+                    .map(|_| "a NAT64 address (64:ff9b::/96) of a non-public IPv4 range")
+            } else if s[..3] == [0x64, 0xff9b, 1] {
+                Some("a local-use NAT64 address (64:ff9b:1::/48)")
+            } else if s[0] == 0x2002 {
+                forbidden_v4(v4(s[1], s[2]))
+                    .map(|_| "a 6to4 address (2002::/16) of a non-public IPv4 range")
+            } else if s[..6] == [0; 6] {
+                Some("an IPv4-compatible address (::/96, deprecated)")
+            } else if s[..2] == [0x2001, 0] {
+                Some("a Teredo address (2001::/32), which tunnels to an IPv4 address")
             } else if s[0] & 0xfe00 == 0xfc00 {
                 Some("a private address (fc00::/7)")
             } else if s[0] & 0xffc0 == 0xfe80 {
                 Some("a link-local address (fe80::/10)")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("a site-local address (fec0::/10, deprecated)")
             } else if v6.is_multicast() {
                 Some("a multicast address (ff00::/8)")
             } else {
@@ -612,8 +630,17 @@ mod tests {
             ("::", "unspecified"),
             ("fd00::1", "private"),
             ("fe80::1", "link-local"),
+            ("fec0::1", "site-local"),
             ("ff02::1", "multicast"),
             ("::ffff:10.0.0.1", "IPv4-mapped"),
+            ("64:ff9b::a9fe:a9fe", "NAT64"),
+            ("64:ff9b::10.0.0.5", "NAT64"),
+            ("64:ff9b:1::8.8.8.8", "local-use NAT64"),
+            ("2002:a9fe:a9fe::1", "6to4"),
+            ("2002:c0a8:0101::", "6to4"),
+            ("::169.254.169.254", "IPv4-compatible"),
+            ("::8.8.8.8", "IPv4-compatible"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
         ] {
             let why = forbidden(ip.parse().unwrap()).unwrap_or_else(|| panic!("{ip} allowed"));
             assert!(why.contains(class), "{ip}: {why}");
@@ -624,6 +651,9 @@ mod tests {
             "100.128.0.1",
             "2001:db8::1",
             "192.169.0.1",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "2600:1f18::1",
         ] {
             assert_eq!(forbidden(ip.parse().unwrap()), None, "{ip}");
         }
