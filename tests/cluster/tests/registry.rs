@@ -1,10 +1,16 @@
 //! Issue 18 through the real API server: the fixture's injector restarted
-//! with `--registry-lookup --registry-pull-secrets` (reading the API server
-//! with the admin kubeconfig, as it runs outside the cluster here), a real
+//! with `--registry-lookup --registry-pull-secrets`, reading the API server
+//! as its own service account (`sidekey-system/sidekey-injector`, a token
+//! from the TokenRequest API) with the RBAC the install ships for it
+//! (`deploy/components/registry-pull-secrets/rbac.yaml`), a real
 //! registry on loopback (Debian's docker-registry, TLS from a generated CA,
 //! htpasswd auth; images from umoci pushed by skopeo), and
 //! `kubernetes.io/dockerconfigjson` Secrets in the pods' namespace.
 //!
+//! - Before that RBAC is applied: denied, naming the permission missing.
+//!   After: the service account can `get` secrets and serviceaccounts in
+//!   a tenant namespace and nothing more (no list, no watch, no other
+//!   resource), as `kubectl auth can-i` reports.
 //! - A Deployment whose pod has no `command` and `imagePullSecrets`: the
 //!   stored pod runs the image's ENTRYPOINT and CMD through the agent.
 //! - The same image without the secret: denied with the registry's 401.
@@ -18,7 +24,7 @@ use k8s_openapi::api::core::v1::{Event, Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
-use sidekey_cluster_tests::{block_on, cluster, namespace, to_json, wait_until};
+use sidekey_cluster_tests::{block_on, cluster, namespace, repo, to_json, wait_until, Cluster};
 use sidekey_test_support::assert_no_secret;
 use sidekey_test_support::registry::{ImageSpec, TestRegistry};
 
@@ -96,6 +102,46 @@ fn assert_runs_the_image(pod: &Value) {
     assert!(app.get("args").is_none(), "{shown}");
 }
 
+fn apply(c: &Cluster, args: &[&str]) {
+    let out = c.kubectl(args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether the injector's service account may `verb` `resource` in the
+/// test's namespace (`kubectl auth can-i`, as the admin impersonating it).
+fn can_i(c: &Cluster, verb: &str, resource: &str) -> bool {
+    let out = c.kubectl(
+        &[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            NS,
+            "--as=system:serviceaccount:sidekey-system:sidekey-injector",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// The shipped RBAC, deleted when the test ends (the cluster is shared by
+/// the tests of this file).
+struct Rbac<'a>(&'a Cluster, &'a str);
+
+impl Drop for Rbac<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .kubectl(&["delete", "--ignore-not-found", "-f", self.1], None);
+    }
+}
+
 #[test]
 fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets() {
     let missing = TestRegistry::tools_missing();
@@ -117,6 +163,7 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
         "service-account",
         "gone",
         "opaque",
+        "forbidden",
     ] {
         images.push(
             registry
@@ -126,8 +173,14 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
     }
     let (c, _guard) = cluster();
     let ca = registry.ca_file();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("sidekey-injector.kubeconfig");
+    c.service_account_kubeconfig("sidekey-system", "sidekey-injector", &kubeconfig);
+    let rbac = repo().join("deploy/components/registry-pull-secrets/rbac.yaml");
+    let rbac = rbac.to_str().expect("path");
+    let _rbac = Rbac(c, rbac);
     let injector = c.injector_with(
-        &[format!("KUBECONFIG={}", c.kubeconfig.display())],
+        &[format!("KUBECONFIG={}", kubeconfig.display())],
         &[
             "--registry-lookup".into(),
             "--registry-pull-secrets".into(),
@@ -188,6 +241,47 @@ fn a_pod_without_a_command_runs_its_images_entrypoint_read_with_its_pull_secrets
             .create(&PostParams::default(), &sa)
             .await
             .expect("service account");
+
+        // The service account without the shipped RBAC: denied, naming
+        // what the injector needs.
+        let m = denial(
+            create_pod(
+                &client,
+                "forbidden",
+                spec(&images[5], &["regcred"], Some("puller")),
+            )
+            .await,
+        );
+        for part in [
+            "cannot get service account registry-lookup/puller (the injector needs get on serviceaccounts)",
+            "cannot get pull secret registry-lookup/regcred (from the pod's imagePullSecrets) (the injector needs get on secrets)",
+            "forbidden",
+        ] {
+            assert!(m.contains(part), "{part:?} in {m}");
+        }
+        answers.push_str(&m);
+
+        // With it: get on secrets and serviceaccounts, nothing more.
+        apply(c, &["apply", "-f", rbac]);
+        wait_until("the shipped RBAC in effect", 30, || async {
+            can_i(c, "get", "secrets").then_some(())
+        })
+        .await;
+        for (verb, resource) in [
+            ("get", "serviceaccounts"),
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "secrets"),
+            ("list", "serviceaccounts"),
+            ("get", "configmaps"),
+            ("get", "pods"),
+        ] {
+            assert_eq!(
+                can_i(c, verb, resource),
+                (verb, resource) == ("get", "serviceaccounts"),
+                "{verb} {resource} by the injector's service account"
+            );
+        }
 
         // A Deployment: its pod, created by the controllers, is stored
         // running the image's ENTRYPOINT and CMD.
