@@ -50,12 +50,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let self_managed = self_managed.map(|(namespace, secret, policy)| SelfManagedPlan {
-        namespace,
-        secret,
-        policy,
+    let self_managed = self_managed.map(|s| SelfManagedPlan {
+        namespace: s.namespace,
+        secret: s.secret,
+        policy: s.policy,
         webhook: args.self_managed.webhook_configuration.clone(),
-        dns_names: args.self_managed.dns_names.clone(),
+        dns_names: s.names,
         poll: args.self_managed.self_managed_poll,
     });
     match serve(settings, self_managed) {

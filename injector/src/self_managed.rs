@@ -434,7 +434,8 @@ pub struct SelfManagedArgs {
 
     /// With `--self-managed-tls`: a DNS name of the serving certificate
     /// (repeatable, or comma-separated in the variable), e.g.
-    /// `sidekey-injector.sidekey.svc`.
+    /// `sidekey-injector.sidekey.svc`; an IPv4 or IPv6 address (without
+    /// brackets) becomes an IP address name of the certificate.
     #[arg(
         long = "dns-name",
         env = "SIDEKEY_INJECTOR_DNS_NAMES",
@@ -469,7 +470,7 @@ pub enum SelfManagedSettingsError {
     SecretName(String),
     #[error("--self-managed-tls needs at least one --dns-name (the Service's DNS name)")]
     NoDnsName,
-    #[error("--dns-name {0:?}: not a DNS name (lowercase letters, digits, '-' and '.')")]
+    #[error("--dns-name {0:?}: neither a DNS name (lowercase letters, digits, '-' and '.') nor an IPv4 or IPv6 address")]
     BadDnsName(String),
     #[error(
         "--cert-validity ({cert:?}) must be shorter than --ca-validity ({ca:?}) and at least 3s"
@@ -477,9 +478,24 @@ pub enum SelfManagedSettingsError {
     Validity { cert: Duration, ca: Duration },
 }
 
+/// `--self-managed-tls` and its options, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfManagedSettings {
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The certificate's names: DNS names as given, addresses in their
+    /// canonical text (`::1` for `0:0::1`), so that a restart with the same
+    /// address written otherwise does not renew the certificate.
+    pub names: Vec<String>,
+    /// Lifetimes.
+    pub policy: Policy,
+}
+
 impl SelfManagedArgs {
     /// The checked settings, or `None` without `--self-managed-tls`.
-    pub fn settings(&self) -> Result<Option<(String, String, Policy)>, SelfManagedSettingsError> {
+    pub fn settings(&self) -> Result<Option<SelfManagedSettings>, SelfManagedSettingsError> {
         let Some(spec) = &self.self_managed_tls else {
             return Ok(None);
         };
@@ -496,8 +512,15 @@ impl SelfManagedArgs {
         if self.dns_names.is_empty() {
             return Err(SelfManagedSettingsError::NoDnsName);
         }
-        if let Some(bad) = self.dns_names.iter().find(|d| !valid(d)) {
-            return Err(SelfManagedSettingsError::BadDnsName(bad.clone()));
+        let mut names = Vec::with_capacity(self.dns_names.len());
+        for name in &self.dns_names {
+            if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+                names.push(ip.to_string());
+            } else if valid(name) {
+                names.push(name.clone());
+            } else {
+                return Err(SelfManagedSettingsError::BadDnsName(name.clone()));
+            }
         }
         if self.cert_validity >= self.ca_validity || self.cert_validity < Duration::from_secs(3) {
             return Err(SelfManagedSettingsError::Validity {
@@ -505,14 +528,15 @@ impl SelfManagedArgs {
                 ca: self.ca_validity,
             });
         }
-        Ok(Some((
-            ns.to_owned(),
-            name.to_owned(),
-            Policy {
+        Ok(Some(SelfManagedSettings {
+            namespace: ns.to_owned(),
+            secret: name.to_owned(),
+            names,
+            policy: Policy {
                 ca_validity: self.ca_validity,
                 cert_validity: self.cert_validity,
             },
-        )))
+        }))
     }
 }
 
@@ -1001,5 +1025,53 @@ mod tests {
         let shown = format!("{m:?}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
         assert!(!shown.contains(m.key_pem.lines().nth(1).unwrap()));
+    }
+
+    fn args(names: &[&str]) -> SelfManagedArgs {
+        SelfManagedArgs {
+            self_managed_tls: Some("sidekey/sidekey-injector-tls".to_owned()),
+            webhook_configuration: "sidekey-injector".to_owned(),
+            dns_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            ca_validity: CA_VALIDITY,
+            cert_validity: CERT_VALIDITY,
+            self_managed_poll: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn addresses_are_names_too_in_their_canonical_text() {
+        let s = args(&[DNS, "0:0::1", "192.0.2.7", "2001:DB8::5"])
+            .settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.names, [DNS, "::1", "192.0.2.7", "2001:db8::5"]);
+        for bad in ["[::1]", "Sidekey.svc", "host:8443", "::1%eth0", ""] {
+            let e = args(&[DNS, bad]).settings().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("nor an IPv4 or IPv6 address"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_for_addresses_verifies_for_them() {
+        let names = args(&[DNS, "::1", "127.0.0.1"])
+            .settings()
+            .unwrap()
+            .unwrap()
+            .names;
+        let m = issue(Action::NewCa, None, &names, T0, Policy::default())
+            .unwrap()
+            .unwrap();
+        for name in [DNS, "::1", "127.0.0.1"] {
+            verifies(&m.ca_bundle_pem, &m.cert_pem, name, T0 + 1).unwrap();
+        }
+        assert!(verifies(&m.ca_bundle_pem, &m.cert_pem, "::2", T0 + 1).is_err());
+        assert!(verifies(&m.ca_bundle_pem, &m.cert_pem, "127.0.0.2", T0 + 1).is_err());
+        assert!(matches!(
+            decide(Some(&m), &names, T0 + 1, Policy::default()),
+            Action::Keep { .. }
+        ));
     }
 }

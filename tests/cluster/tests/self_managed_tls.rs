@@ -51,7 +51,7 @@ fn start(
         name,
         config,
         kubeconfig,
-        port,
+        &v4(port),
         probes,
         NS,
         WEBHOOK,
@@ -59,13 +59,20 @@ fn start(
     )
 }
 
+/// `127.0.0.1:port`.
+fn v4(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// An injector listening on `listen` (`HOST:PORT`), its certificate for
+/// 127.0.0.1, localhost and the names in `extra`.
 #[allow(clippy::too_many_arguments)]
 fn start_in(
     dir: &Path,
     name: &str,
     config: &Path,
     kubeconfig: &Path,
-    port: u16,
+    listen: &str,
     probes: u16,
     ns: &str,
     webhook: &str,
@@ -73,7 +80,7 @@ fn start_in(
 ) -> Injector {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     let child = Command::new(bin_dir().join("sidekey-injector"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", listen])
         .args(["--metrics-listen", &format!("127.0.0.1:{probes}")])
         .arg("--config")
         .arg(config)
@@ -141,14 +148,14 @@ fn fixture_config(c: &Cluster) -> PathBuf {
     .expect("the fixture's injector configuration")
 }
 
-/// A MutatingWebhookConfiguration `name` calling `127.0.0.1:port` by URL
+/// A MutatingWebhookConfiguration `name` calling `https://{authority}/mutate`
 /// (no caBundle: the injector patches it in) for pods created in
 /// namespaces labelled `label=yes`; failurePolicy Fail. The API of such
 /// configurations.
 async fn create_webhook(
     client: &kube::Client,
     name: &str,
-    port: u16,
+    authority: &str,
     label: &str,
 ) -> Api<MutatingWebhookConfiguration> {
     let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
@@ -159,7 +166,7 @@ async fn create_webhook(
         "webhooks": [{
             "name": "self-managed.sidekey.io",
             "admissionReviewVersions": ["v1"],
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+            "clientConfig": {"url": format!("https://{authority}/mutate")},
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
                        "resources": ["pods"], "scope": "Namespaced"}],
             "namespaceSelector": {"matchLabels": {label: "yes"}},
@@ -185,7 +192,8 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
         let client = c.client().await;
         namespace(&client, NS, json!({"sidekey-self-managed-test": "yes"})).await;
         let port = free_port();
-        let webhooks = create_webhook(&client, WEBHOOK, port, "sidekey-self-managed-test").await;
+        let webhooks =
+            create_webhook(&client, WEBHOOK, &v4(port), "sidekey-self-managed-test").await;
 
         // Both at once: one creates the Secret, the other adopts it.
         let probes = [free_port(), free_port()];
@@ -291,14 +299,14 @@ fn reviews_keep_succeeding_across_forced_renewals() {
         namespace(&client, NS2, json!({"sidekey-self-managed-renewal": "yes"})).await;
         let port = free_port();
         let webhooks =
-            create_webhook(&client, WEBHOOK2, port, "sidekey-self-managed-renewal").await;
+            create_webhook(&client, WEBHOOK2, &v4(port), "sidekey-self-managed-renewal").await;
         let probes = free_port();
         let _a = start_in(
             dir.path(),
             "a",
             &config,
             &c.kubeconfig,
-            port,
+            &v4(port),
             probes,
             NS2,
             WEBHOOK2,
@@ -411,7 +419,7 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
             "a",
             &config,
             &c.kubeconfig,
-            port,
+            &v4(port),
             probes,
             NS3,
             WEBHOOK3,
@@ -431,7 +439,8 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
         );
         assert!(served(port).is_empty(), "no certificate is served yet");
 
-        let webhooks = create_webhook(&client, WEBHOOK3, port, "sidekey-self-managed-probes").await;
+        let webhooks =
+            create_webhook(&client, WEBHOOK3, &v4(port), "sidekey-self-managed-probes").await;
         wait_until(
             "ready once the certificate is in place",
             60,
@@ -446,5 +455,93 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
             .expect("delete the webhook configuration");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces.delete(NS3, &DeleteParams::default()).await;
+    });
+}
+
+/// An injector outside the cluster called at an IPv6 address, as the
+/// chart's `webhook.url=https://[::1]:PORT/mutate` makes it: `--dns-name
+/// ::1` (the URL's host, as the chart passes it) puts the address into the
+/// self-managed certificate, and the API server verifies the injector by
+/// it and admits an opted-in pod, injected.
+#[test]
+fn an_injector_called_at_an_ipv6_address_is_verified_by_it() {
+    const NS4: &str = "sidekey-self-managed-ipv6";
+    const WEBHOOK4: &str = "sidekey-self-managed-ipv6";
+    let (c, _guard) = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fixture_config(c);
+    let port = std::net::TcpListener::bind("[::1]:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on ::1 (IPv6 loopback)")
+        .port();
+    let authority = format!("[::1]:{port}");
+    block_on(async {
+        let client = c.client().await;
+        namespace(&client, NS4, json!({NS4: "yes"})).await;
+        let webhooks = create_webhook(&client, WEBHOOK4, &authority, NS4).await;
+        let probes = free_port();
+        let _a = start_in(
+            dir.path(),
+            "v6",
+            &config,
+            &c.kubeconfig,
+            &authority,
+            probes,
+            NS4,
+            WEBHOOK4,
+            &["--dns-name", "::1"],
+        );
+        let log = dir.path().join("v6.log");
+        wait_until("the injector on [::1] ready", 60, || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    !text.contains("--dns-name"),
+                    "the injector refused its options: {text}"
+                );
+                ready(probes).then_some(())
+            }
+        })
+        .await;
+
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect '{authority}' </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"
+            ))
+            .output()
+            .expect("openssl");
+        let san = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            san.contains("IP Address:0:0:0:0:0:0:0:1"),
+            "::1 in the served certificate's names: {san}"
+        );
+
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NS4);
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "opted-in", "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
+            "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
+        }))
+        .expect("pod");
+        let stored = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("an opted-in pod is admitted through the webhook at [::1]");
+        let annotations = stored.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.get("sidekey.io/injected").map(String::as_str),
+            Some("true"),
+            "injected by the injector at [::1]"
+        );
+
+        webhooks
+            .delete(WEBHOOK4, &DeleteParams::default())
+            .await
+            .expect("delete the webhook configuration");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(NS4, &DeleteParams::default()).await;
     });
 }
