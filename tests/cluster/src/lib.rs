@@ -78,6 +78,20 @@ pub fn cluster() -> (&'static Cluster, Guard) {
     }
 }
 
+/// An opted-in pod `name` (service `api`) whose container has a command.
+///
+/// # Panics
+/// Never for a valid name (the JSON is a fixed pod).
+pub fn opted_in_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
+        "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
+    }))
+    .expect("pod")
+}
+
 /// Runs a future to completion on a runtime of its own.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

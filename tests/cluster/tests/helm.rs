@@ -47,7 +47,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 use sidekey_cluster_tests::{
-    bin_dir, block_on, cluster, namespace, to_json, touched_by_sidekey, wait_until, Cluster,
+    bin_dir, block_on, cluster, namespace, opted_in_pod, to_json, touched_by_sidekey, wait_until,
+    Cluster,
 };
 
 const RELEASE: &str = "sidekey";
@@ -328,16 +329,6 @@ fn helm(c: &Cluster, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn opted_in(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
-        "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
-    }))
-    .expect("pod")
-}
-
 /// The objects carrying the release's instance label, as `kind/name`.
 fn release_objects(c: &Cluster) -> BTreeSet<String> {
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
@@ -487,7 +478,7 @@ fn helm_install_upgrade_and_uninstall_with_self_managed_tls() {
         );
 
         let pod = pods
-            .create(&PostParams::default(), &opted_in("after-install"))
+            .create(&PostParams::default(), &opted_in_pod("after-install"))
             .await
             .expect("an opted-in pod is admitted through the chart's webhook");
         assert!(
@@ -509,7 +500,10 @@ fn helm_install_upgrade_and_uninstall_with_self_managed_tls() {
                     while !stop.load(Ordering::SeqCst) {
                         i += 1;
                         let name = format!("during-upgrade-{i}");
-                        match pods.create(&PostParams::default(), &opted_in(&name)).await {
+                        match pods
+                            .create(&PostParams::default(), &opted_in_pod(&name))
+                            .await
+                        {
                             Ok(p) if touched_by_sidekey(&to_json(&p)) => injected += 1,
                             Ok(_) => bare.push(name),
                             Err(e) => refused.push(format!("{name}: {e}")),
@@ -681,7 +675,7 @@ fn helm_install_upgrade_and_uninstall_with_self_managed_tls() {
         assert!(status.success(), "the injector exited 0: {status}");
         // No injector runs now; the namespace is not blocked.
         let pod = pods
-            .create(&PostParams::default(), &opted_in("after-uninstall"))
+            .create(&PostParams::default(), &opted_in_pod("after-uninstall"))
             .await
             .expect("an opted-in pod is admitted after uninstall");
         assert!(

@@ -16,7 +16,9 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
-use sidekey_cluster_tests::{bin_dir, block_on, cluster, namespace, wait_until, Cluster};
+use sidekey_cluster_tests::{
+    bin_dir, block_on, cluster, namespace, opted_in_pod, wait_until, Cluster,
+};
 
 const WEBHOOK: &str = "sidekey-self-managed-test";
 const NS: &str = "sidekey-self-managed-test";
@@ -183,6 +185,21 @@ async fn create_webhook(
     webhooks
 }
 
+/// Deletes the test's webhook configuration and namespace.
+async fn clean_up(
+    client: &kube::Client,
+    webhooks: &Api<MutatingWebhookConfiguration>,
+    webhook: &str,
+    ns: &str,
+) {
+    webhooks
+        .delete(webhook, &DeleteParams::default())
+        .await
+        .expect("delete the webhook configuration");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+}
+
 #[test]
 fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_api_server() {
     let (c, _guard) = cluster();
@@ -253,13 +270,7 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
 
         // The API server trusts the injector through the patched bundle.
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "opted-in", "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
-            "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
-        }))
-        .expect("pod");
+        let pod = opted_in_pod("opted-in");
         pods.create(&PostParams::default(), &pod)
             .await
             .expect("an opted-in pod is admitted through the self-managed webhook");
@@ -273,12 +284,7 @@ fn two_injectors_agree_on_one_secret_patch_the_ca_bundle_and_are_called_by_the_a
             "the review of the pod reached the self-managed injector: {audit}"
         );
 
-        webhooks
-            .delete(WEBHOOK, &DeleteParams::default())
-            .await
-            .expect("delete the webhook configuration");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(NS, &DeleteParams::default()).await;
+        clean_up(&client, &webhooks, WEBHOOK, NS).await;
     });
 }
 
@@ -344,13 +350,7 @@ fn reviews_keep_succeeding_across_forced_renewals() {
         while seen.len() < 4 {
             i += 1;
             assert!(i < 2000, "three renewals not seen after {i} pods");
-            let pod: Pod = serde_json::from_value(json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": format!("loop-{i}"), "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
-                "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
-            }))
-            .expect("pod");
+            let pod = opted_in_pod(&format!("loop-{i}"));
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => admitted += 1,
                 Err(e) => refused.push(e.to_string()),
@@ -379,12 +379,7 @@ fn reviews_keep_succeeding_across_forced_renewals() {
             .expect("caBundle");
         assert_eq!(bundle_before, bundle_after, "renewals keep the CA");
 
-        webhooks
-            .delete(WEBHOOK2, &DeleteParams::default())
-            .await
-            .expect("delete the webhook configuration");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(NS2, &DeleteParams::default()).await;
+        clean_up(&client, &webhooks, WEBHOOK2, NS2).await;
     });
 }
 
@@ -449,12 +444,7 @@ fn alive_but_not_ready_until_the_first_certificate_is_served() {
         .await;
         assert!(!served(port).is_empty(), "a certificate is served");
 
-        webhooks
-            .delete(WEBHOOK3, &DeleteParams::default())
-            .await
-            .expect("delete the webhook configuration");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(NS3, &DeleteParams::default()).await;
+        clean_up(&client, &webhooks, WEBHOOK3, NS3).await;
     });
 }
 
@@ -519,13 +509,7 @@ fn an_injector_called_at_an_ipv6_address_is_verified_by_it() {
         );
 
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS4);
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "opted-in", "annotations": {"sidekey.io/inject": "true", "sidekey.io/services": "api"}},
-            "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0", "command": ["/app/run"]}]},
-        }))
-        .expect("pod");
+        let pod = opted_in_pod("opted-in");
         let stored = pods
             .create(&PostParams::default(), &pod)
             .await
@@ -537,11 +521,6 @@ fn an_injector_called_at_an_ipv6_address_is_verified_by_it() {
             "injected by the injector at [::1]"
         );
 
-        webhooks
-            .delete(WEBHOOK4, &DeleteParams::default())
-            .await
-            .expect("delete the webhook configuration");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(NS4, &DeleteParams::default()).await;
+        clean_up(&client, &webhooks, WEBHOOK4, NS4).await;
     });
 }
