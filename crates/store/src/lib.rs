@@ -298,9 +298,12 @@ impl Store {
     }
 
     /// Starts a new overall deadline (a long-running agent calls this
-    /// before each refresh).
+    /// before each refresh), and a new round of calls: the first call to
+    /// each service goes alone again (see [`Throttle::reopen`]).
     pub fn restart_deadline(&self) {
         *lock(&self.deadline) = Instant::now() + self.timeout;
+        self.throttle.reopen();
+        self.key_throttle.reopen();
     }
 
     /// The retry policy of parameter calls for the current deadline,

@@ -106,6 +106,14 @@ impl Throttle {
         before.max(raised)
     }
 
+    /// A new round of calls after a pause (an agent's refresh): it opens
+    /// with one call again, as the first round did, since the agents a
+    /// burst started refresh at the same moments. The level stays: a store
+    /// still throttled goes on one call at a time.
+    pub fn reopen(&self) {
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
     /// An answer that got through.
     fn got_through(&self) {
         self.answered.store(true, Ordering::Relaxed);
@@ -575,6 +583,16 @@ mod tests {
         assert_eq!(seen[..2], [1, 1], "the first call alone: {seen:?}");
         assert!(seen[1..].iter().any(|&n| n > 1), "then together: {seen:?}");
         assert_eq!(throttle.level(), 0);
+        // A refresh opens the same way again; without `reopen` its four
+        // calls would go together from the start.
+        let again = || Retry::within(Duration::from_secs(60)).sharing(Arc::clone(&throttle));
+        let together = four_calls(again, 0, Duration::from_millis(200)).await;
+        assert!(together[..2].iter().any(|&n| n > 1), "{together:?}");
+        throttle.reopen();
+        let again = || Retry::within(Duration::from_secs(60)).sharing(Arc::clone(&throttle));
+        let seen = four_calls(again, 0, Duration::from_millis(200)).await;
+        assert_eq!(seen[..2], [1, 1], "a reopened store opens alone: {seen:?}");
+        assert!(seen[1..].iter().any(|&n| n > 1), "then together: {seen:?}");
     }
 
     /// Without a shared throttle (a `Retry` of its own), nothing waits for
